@@ -1,0 +1,33 @@
+"""Azure Functions entry points: triggers wired to the steps in `shared`, nothing more."""
+
+import logging
+
+import azure.functions as func
+
+from shared.runtime import POLL_BUDGET_SECONDS, get_services
+from shared.settings import Settings, SettingsError
+
+app = func.FunctionApp()
+
+try:  # settings are checked at start, so that a bad one shows in the log before any message
+    Settings.from_env()
+except SettingsError as exc:
+    logging.getLogger(__name__).error("invalid settings: %s", exc)
+
+
+@app.function_name("submit_checkpoint_deletion")
+@app.queue_trigger(arg_name="msg", queue_name="%CHECKPOINT_REQUESTS_QUEUE%", connection="AzureWebJobsStorage")
+def submit_checkpoint_deletion(msg: func.QueueMessage) -> None:
+    get_services().submitter.handle(msg.get_body(), msg.id, msg.dequeue_count or 1)
+
+
+@app.function_name("poll_checkpoint_operations")
+@app.timer_trigger(arg_name="timer", schedule="%POLL_SCHEDULE%", run_on_startup=False, use_monitor=True)
+def poll_checkpoint_operations(timer: func.TimerRequest) -> None:
+    get_services().poller.run(POLL_BUDGET_SECONDS)
+
+
+@app.function_name("report_poisoned_requests")
+@app.queue_trigger(arg_name="msg", queue_name="%CHECKPOINT_REQUESTS_QUEUE%-poison", connection="AzureWebJobsStorage")
+def report_poisoned_requests(msg: func.QueueMessage) -> None:
+    get_services().poison.handle(msg.get_body(), msg.id)

@@ -1,0 +1,1 @@
+"""Deleting SCVMM VM-instance checkpoints through ARM: requests in, tracked operations, outcome events out."""

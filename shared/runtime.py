@@ -1,0 +1,90 @@
+"""The process's one set of clients and steps, built from the settings at first use."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from azure.identity import ManagedIdentityCredential
+
+from .arm_client import ArmClient
+from .events import EventWriter
+from .poll import Poller
+from .queues import open_queue
+from .settings import Settings
+from .submit import PoisonHandler, Submitter
+from .tracking import TrackingStore
+
+HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
+
+# How long one poll run may take: well below host.json's functionTimeout (10 minutes).
+POLL_BUDGET_SECONDS = 240.0
+
+
+@dataclass
+class Services:
+    settings: Settings
+    arm: ArmClient
+    submitter: Submitter
+    poller: Poller
+    poison: PoisonHandler
+
+    def close(self) -> None:
+        self.poller.close()
+        self.arm.close()
+
+
+def queue_host_settings(path: Path = HOST_JSON) -> dict:
+    """host.json's extensions.queues section."""
+    with open(path, encoding="utf-8") as f:
+        return json.load(f).get("extensions", {}).get("queues", {})
+
+
+def build_services(settings: Settings, max_deliveries: int) -> Services:
+    credentials: dict[str | None, ManagedIdentityCredential] = {}
+
+    def credential(client_id: str | None) -> ManagedIdentityCredential:
+        if client_id not in credentials:
+            credentials[client_id] = (
+                ManagedIdentityCredential(client_id=client_id) if client_id else ManagedIdentityCredential()
+            )
+        return credentials[client_id]
+
+    storage_credential = None if settings.storage.connection_string else credential(settings.storage.client_id)
+    tracking_queue = open_queue(settings.storage, settings.tracking_queue, storage_credential)
+    events_queue = open_queue(settings.storage, settings.events_queue, storage_credential)
+    arm = ArmClient(credential(settings.client_id), settings.arm_endpoint, settings.arm_api_version)
+    tracking = TrackingStore(tracking_queue)
+    events = EventWriter(events_queue)
+    return Services(
+        settings=settings,
+        arm=arm,
+        submitter=Submitter(arm, tracking, events, max_deliveries=max_deliveries),
+        poller=Poller(arm, tracking, events, settings.operation_timeout_seconds),
+        poison=PoisonHandler(events),
+    )
+
+
+_lock = threading.Lock()
+_services: Services | None = None
+
+
+def get_services() -> Services:
+    """The process's services, built on first use from the environment and host.json."""
+    global _services
+    with _lock:
+        if _services is None:
+            max_deliveries = int(queue_host_settings().get("maxDequeueCount", 5))
+            _services = build_services(Settings.from_env(), max_deliveries)
+        return _services
+
+
+def reset_services() -> None:
+    """Forget the process's services (after a change of settings)."""
+    global _services
+    with _lock:
+        if _services is not None:
+            _services.close()
+        _services = None

@@ -1,0 +1,148 @@
+"""The app's settings (contract section 2), read from the environment and validated once."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+STORAGE_SETTING = "AzureWebJobsStorage"
+
+DEFAULTS = {
+    "CHECKPOINT_REQUESTS_QUEUE": "checkpoint-delete-requests",
+    "CHECKPOINT_TRACKING_QUEUE": "checkpoint-delete-tracking",
+    "CHECKPOINT_EVENTS_QUEUE": "checkpoint-delete-events",
+    "ARM_ENDPOINT": "https://management.azure.com",
+    "ARM_API_VERSION": "2024-06-01",
+    "POLL_SCHEDULE": "*/15 * * * * *",
+    "OPERATION_TIMEOUT_SECONDS": "86400",
+}
+
+# Storage queue names: 3-63 characters, lowercase letters, digits and single hyphens.
+_QUEUE_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}$")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class StorageConnection:
+    """Where the queues live: a connection string, or a service URI reached with an identity."""
+
+    connection_string: str | None = None
+    queue_service_uri: str | None = None
+    client_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    storage: StorageConnection
+    requests_queue: str
+    tracking_queue: str
+    events_queue: str
+    arm_endpoint: str
+    arm_api_version: str
+    client_id: str | None
+    poll_schedule: str
+    operation_timeout_seconds: int
+    eventgrid_topic_endpoint: str | None
+
+    @property
+    def poison_queue(self) -> str:
+        return f"{self.requests_queue}-poison"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+
+        def get(name: str) -> str:
+            value = (env.get(name) or "").strip()
+            return value or DEFAULTS[name]
+
+        queues = {}
+        for name in ("CHECKPOINT_REQUESTS_QUEUE", "CHECKPOINT_TRACKING_QUEUE", "CHECKPOINT_EVENTS_QUEUE"):
+            queues[name] = get(name)
+            if not _QUEUE_NAME.match(queues[name]):
+                raise SettingsError(
+                    f"{name}={queues[name]!r} is not a valid storage queue name "
+                    "(3-63 lowercase letters, digits and single hyphens)"
+                )
+        if len(queues["CHECKPOINT_REQUESTS_QUEUE"]) > 56:
+            raise SettingsError(
+                "CHECKPOINT_REQUESTS_QUEUE must be at most 56 characters so that its '-poison' queue is a valid name"
+            )
+        if len(set(queues.values())) != 3:
+            raise SettingsError(
+                "CHECKPOINT_REQUESTS_QUEUE, _TRACKING_QUEUE and _EVENTS_QUEUE must be three different queues"
+            )
+
+        arm_endpoint = _https_base_url("ARM_ENDPOINT", get("ARM_ENDPOINT"))
+        api_version = get("ARM_API_VERSION")
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}(-preview)?", api_version):
+            raise SettingsError(f"ARM_API_VERSION={api_version!r} is not an api-version like 2024-06-01")
+
+        timeout_text = get("OPERATION_TIMEOUT_SECONDS")
+        try:
+            timeout = int(timeout_text)
+        except ValueError:
+            raise SettingsError(
+                f"OPERATION_TIMEOUT_SECONDS={timeout_text!r} is not a whole number of seconds"
+            ) from None
+        if timeout <= 0:
+            raise SettingsError(f"OPERATION_TIMEOUT_SECONDS={timeout} must be positive")
+
+        schedule = get("POLL_SCHEDULE")
+        if len(schedule.split()) != 6:
+            raise SettingsError(
+                f"POLL_SCHEDULE={schedule!r} must be an NCRONTAB expression of six fields, seconds first"
+            )
+
+        topic = (env.get("EVENTGRID_TOPIC_ENDPOINT") or "").strip() or None
+        if topic:
+            topic = _https_base_url("EVENTGRID_TOPIC_ENDPOINT", topic, allow_path=True)
+
+        return cls(
+            storage=_storage_connection(env),
+            requests_queue=queues["CHECKPOINT_REQUESTS_QUEUE"],
+            tracking_queue=queues["CHECKPOINT_TRACKING_QUEUE"],
+            events_queue=queues["CHECKPOINT_EVENTS_QUEUE"],
+            arm_endpoint=arm_endpoint,
+            arm_api_version=api_version,
+            client_id=(env.get("AZURE_CLIENT_ID") or "").strip() or None,
+            poll_schedule=schedule,
+            operation_timeout_seconds=timeout,
+            eventgrid_topic_endpoint=topic,
+        )
+
+
+def _https_base_url(name: str, value: str, allow_path: bool = False) -> str:
+    parts = urlsplit(value)
+    if parts.scheme != "https" or not parts.hostname:
+        raise SettingsError(f"{name}={value!r} must be an absolute https URL")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise SettingsError(f"{name}={value!r} must not carry a query, fragment or credentials")
+    if not allow_path and parts.path not in ("", "/"):
+        raise SettingsError(f"{name}={value!r} must be a base URL without a path")
+    return value.rstrip("/")
+
+
+def _storage_connection(env: Mapping[str, str]) -> StorageConnection:
+    connection_string = (env.get(STORAGE_SETTING) or "").strip()
+    if connection_string:
+        return StorageConnection(connection_string=connection_string)
+    uri = (env.get(f"{STORAGE_SETTING}__queueServiceUri") or "").strip()
+    account = (env.get(f"{STORAGE_SETTING}__accountName") or "").strip()
+    if not uri and account:
+        uri = f"https://{account}.queue.core.windows.net"
+    if not uri:
+        raise SettingsError(
+            f"{STORAGE_SETTING} is not set: give a connection string (UseDevelopmentStorage=true for Azurite) "
+            f"or {STORAGE_SETTING}__queueServiceUri (or __accountName) for an identity-based connection"
+        )
+    if urlsplit(uri).scheme not in ("https", "http"):
+        raise SettingsError(f"{STORAGE_SETTING}__queueServiceUri={uri!r} must be an absolute URL")
+    client_id = (env.get(f"{STORAGE_SETTING}__clientId") or "").strip() or None
+    return StorageConnection(queue_service_uri=uri.rstrip("/"), client_id=client_id)

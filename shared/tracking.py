@@ -1,0 +1,95 @@
+"""Pending operations, one message each on the tracking queue, invisible until they are due."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields
+
+from .request import DeletionRequest
+
+logger = logging.getLogger(__name__)
+
+MAX_DELAY_SECONDS = 600  # a status URL is looked at again after 10 minutes at the latest
+
+
+@dataclass
+class Operation:
+    """A deletion ARM accepted, as the tracking message carries it."""
+
+    requestId: str
+    resourceUri: str
+    operationUrl: str  # the Location ARM gave on submission
+    statusUrl: str  # the URL polled: Azure-AsyncOperation when given, else the latest Location
+    isAsync: bool
+    submittedAt: float  # epoch seconds
+    checkpointId: str | None = None
+    correlationId: str | None = None
+    traceparent: str | None = None
+    pollCount: int = 0
+    transientFailures: int = 0
+    lastError: dict | None = None
+
+    @classmethod
+    def accepted(cls, request: DeletionRequest, location: str, async_url: str | None, now: float) -> Operation:
+        return cls(
+            requestId=request.request_id,
+            resourceUri=request.resource_uri,
+            checkpointId=request.checkpoint_id,
+            correlationId=request.correlation_id,
+            traceparent=request.traceparent,
+            operationUrl=location,
+            statusUrl=async_url or location,
+            isAsync=bool(async_url),
+            submittedAt=now,
+        )
+
+    def to_message(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_message(cls, text: str) -> Operation:
+        data = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def facts(self) -> dict:
+        """The request and operation facts an event reports."""
+        return asdict(self)
+
+
+def visibility_delay(seconds: float | None, default: float) -> int:
+    """Whole seconds a message stays invisible: `seconds` (or `default`), within 0..MAX_DELAY_SECONDS."""
+    chosen = default if seconds is None else seconds
+    return int(min(MAX_DELAY_SECONDS, max(0, round(chosen))))
+
+
+class TrackingStore:
+    def __init__(self, tracking_queue):
+        self._queue = tracking_queue
+
+    def add(self, operation: Operation, delay_seconds: int) -> None:
+        self._queue.send_message(operation.to_message(), visibility_timeout=delay_seconds)
+
+    def receive_due(self, max_messages: int, lease_seconds: int) -> Iterator[tuple[object, Operation | None]]:
+        """Up to `max_messages` due operations, each hidden from other pollers for `lease_seconds`.
+
+        A message that is not a tracking record comes back with None as its operation.
+        """
+        for message in self._queue.receive_messages(
+            messages_per_page=min(32, max_messages), visibility_timeout=lease_seconds, max_messages=max_messages
+        ):
+            try:
+                yield message, Operation.from_message(message.content)
+            except (ValueError, TypeError) as exc:
+                logger.error(
+                    "tracking message %s is not an operation record (%s): %r", message.id, exc, message.content
+                )
+                yield message, None
+
+    def reschedule(self, message, operation: Operation, delay_seconds: int) -> None:
+        self._queue.update_message(message, content=operation.to_message(), visibility_timeout=delay_seconds)
+
+    def remove(self, message) -> None:
+        self._queue.delete_message(message)
