@@ -1,0 +1,68 @@
+"""The app's functions and host.json as the Functions host reads them, without a host."""
+
+import json
+from pathlib import Path
+
+import function_app
+from shared.runtime import POLL_BUDGET_SECONDS
+
+ROOT = Path(__file__).resolve().parents[1]
+FUNCTIONS = function_app.app.get_functions()  # the app indexes its functions once, as the worker does
+
+
+def _triggers():
+    found = {}
+    for function in FUNCTIONS:
+        (trigger,) = [b for b in function.get_bindings_dict()["bindings"] if b["type"].endswith("Trigger")]
+        found[function.get_function_name()] = trigger
+    return found
+
+
+def test_three_functions_with_their_triggers():
+    triggers = _triggers()
+    assert set(triggers) == {"submit_checkpoint_deletion", "poll_checkpoint_operations", "report_poisoned_requests"}
+
+    submit = triggers["submit_checkpoint_deletion"]
+    assert (submit["type"], submit["queueName"], submit["connection"]) == (
+        "queueTrigger",
+        "%CHECKPOINT_REQUESTS_QUEUE%",
+        "AzureWebJobsStorage",
+    )
+    poison = triggers["report_poisoned_requests"]
+    assert (poison["type"], poison["queueName"], poison["connection"]) == (
+        "queueTrigger",
+        "%CHECKPOINT_REQUESTS_QUEUE%-poison",
+        "AzureWebJobsStorage",
+    )
+    poll = triggers["poll_checkpoint_operations"]
+    assert (poll["type"], poll["schedule"], poll["runOnStartup"]) == ("timerTrigger", "%POLL_SCHEDULE%", False)
+
+
+def test_no_output_bindings():
+    for function in FUNCTIONS:
+        assert len(function.get_bindings()) == 1, function.get_function_name()
+
+
+def _seconds(hhmmss: str) -> int:
+    h, m, s = (int(x) for x in hhmmss.split(":"))
+    return h * 3600 + m * 60 + s
+
+
+def test_host_json_queue_settings_and_timeout():
+    host = json.loads((ROOT / "host.json").read_text())
+    assert host["version"] == "2.0"
+    assert host["extensionBundle"]["id"] == "Microsoft.Azure.Functions.ExtensionBundle"
+    assert host["extensionBundle"]["version"].startswith("[4.")
+    queues = host["extensions"]["queues"]
+    assert queues["messageEncoding"] == "none"
+    assert _seconds(queues["visibilityTimeout"]) > 0
+    assert queues["maxDequeueCount"] >= 2
+    assert 1 <= queues["batchSize"] <= 32
+    # the poller's budget stays well below the function timeout
+    assert POLL_BUDGET_SECONDS <= _seconds(host["functionTimeout"]) / 2
+
+
+def test_sample_settings_name_every_binding_setting():
+    values = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+    for name in ("AzureWebJobsStorage", "CHECKPOINT_REQUESTS_QUEUE", "POLL_SCHEDULE", "FUNCTIONS_WORKER_RUNTIME"):
+        assert values.get(name), name

@@ -1,0 +1,55 @@
+"""Settings (contract section 2): defaults and clear errors."""
+
+import pytest
+
+from shared.settings import Settings, SettingsError
+
+STORAGE = {"AzureWebJobsStorage": "UseDevelopmentStorage=true"}
+
+
+def test_defaults_follow_the_contract():
+    s = Settings.from_env(STORAGE)
+    assert (s.requests_queue, s.tracking_queue, s.events_queue) == (
+        "checkpoint-delete-requests",
+        "checkpoint-delete-tracking",
+        "checkpoint-delete-events",
+    )
+    assert s.poison_queue == "checkpoint-delete-requests-poison"
+    assert (s.arm_endpoint, s.arm_api_version, s.poll_schedule) == ("https://management.azure.com", "2024-06-01", "*/15 * * * * *")
+    assert (s.operation_timeout_seconds, s.client_id, s.eventgrid_topic_endpoint) == (86400, None, None)
+
+
+def test_identity_based_storage_connection():
+    s = Settings.from_env(
+        {
+            "AzureWebJobsStorage__queueServiceUri": "https://acct.queue.core.windows.net/",
+            "AzureWebJobsStorage__credential": "managedidentity",
+            "AzureWebJobsStorage__clientId": "cid",
+        }
+    )
+    assert (s.storage.queue_service_uri, s.storage.client_id, s.storage.connection_string) == (
+        "https://acct.queue.core.windows.net",
+        "cid",
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({}, "AzureWebJobsStorage"),
+        ({**STORAGE, "ARM_ENDPOINT": "http://management.azure.com"}, "ARM_ENDPOINT"),
+        ({**STORAGE, "ARM_ENDPOINT": "https://host/path"}, "ARM_ENDPOINT"),
+        ({**STORAGE, "ARM_API_VERSION": "latest"}, "ARM_API_VERSION"),
+        ({**STORAGE, "OPERATION_TIMEOUT_SECONDS": "1d"}, "OPERATION_TIMEOUT_SECONDS"),
+        ({**STORAGE, "OPERATION_TIMEOUT_SECONDS": "0"}, "OPERATION_TIMEOUT_SECONDS"),
+        ({**STORAGE, "POLL_SCHEDULE": "*/15 * * * *"}, "POLL_SCHEDULE"),
+        ({**STORAGE, "CHECKPOINT_EVENTS_QUEUE": "Bad_Name"}, "CHECKPOINT_EVENTS_QUEUE"),
+        ({**STORAGE, "CHECKPOINT_TRACKING_QUEUE": "checkpoint-delete-requests"}, "CHECKPOINT_REQUESTS_QUEUE"),
+        ({**STORAGE, "CHECKPOINT_REQUESTS_QUEUE": "q" * 60}, "CHECKPOINT_REQUESTS_QUEUE"),
+        ({**STORAGE, "EVENTGRID_TOPIC_ENDPOINT": "http://topic"}, "EVENTGRID_TOPIC_ENDPOINT"),
+    ],
+)
+def test_bad_settings_are_named(env, named):
+    with pytest.raises(SettingsError, match=named):
+        Settings.from_env(env)
