@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 32
 LEASE_SECONDS = 120  # how long a taken operation stays hidden from other runs
+MIN_RECHECK_SECONDS = 1  # a status URL is never read twice within a second, whatever Retry-After says
 
 
 class Poller:
@@ -97,7 +98,7 @@ class Poller:
             tries = f"{operation.transientFailures} status reads in a row"
             return self._finish(message, operation, FAILED, retries_exhausted(answer.error, tries))
         delay = self._retry.delay(operation.transientFailures, answer.retry_after)
-        self._tracking.reschedule(message, operation, visibility_delay(delay, DEFAULT_RETRY_AFTER))
+        self._tracking.reschedule(message, operation, visibility_delay(delay, DEFAULT_RETRY_AFTER, MIN_RECHECK_SECONDS))
         return "transient"
 
     def _running(self, message, operation: Operation, answer: ArmAnswer) -> str:
@@ -108,7 +109,9 @@ class Poller:
             operation.statusUrl = answer.location
         operation.transientFailures = 0
         operation.lastError = None
-        self._tracking.reschedule(message, operation, visibility_delay(answer.retry_after, DEFAULT_RETRY_AFTER))
+        self._tracking.reschedule(
+            message, operation, visibility_delay(answer.retry_after, DEFAULT_RETRY_AFTER, MIN_RECHECK_SECONDS)
+        )
         return "running"
 
     def _finish(self, message, operation: Operation, status: str, error: dict | None = None) -> str:

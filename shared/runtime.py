@@ -9,10 +9,11 @@ from pathlib import Path
 
 from azure.identity import ManagedIdentityCredential
 
-from .arm_client import ArmClient
+from .arm_client import DEFAULT_TIMEOUT, ArmClient
 from .events import EventWriter
 from .poll import Poller
 from .queues import open_queue
+from .retry import POLL_RETRY, SUBMIT_RETRY, RetryPolicy
 from .settings import Settings
 from .submit import PoisonHandler, Submitter
 from .tracking import TrackingStore
@@ -42,7 +43,14 @@ def queue_host_settings(path: Path = HOST_JSON) -> dict:
         return json.load(f).get("extensions", {}).get("queues", {})
 
 
-def build_services(settings: Settings, max_deliveries: int) -> Services:
+def build_services(
+    settings: Settings,
+    max_deliveries: int,
+    *,
+    submit_retry: RetryPolicy = SUBMIT_RETRY,
+    poll_retry: RetryPolicy = POLL_RETRY,
+    arm_timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+) -> Services:
     credentials: dict[str | None, ManagedIdentityCredential] = {}
 
     def credential(client_id: str | None) -> ManagedIdentityCredential:
@@ -55,14 +63,16 @@ def build_services(settings: Settings, max_deliveries: int) -> Services:
     storage_credential = None if settings.storage.connection_string else credential(settings.storage.client_id)
     tracking_queue = open_queue(settings.storage, settings.tracking_queue, storage_credential)
     events_queue = open_queue(settings.storage, settings.events_queue, storage_credential)
-    arm = ArmClient(credential(settings.client_id), settings.arm_endpoint, settings.arm_api_version)
+    arm = ArmClient(
+        credential(settings.client_id), settings.arm_endpoint, settings.arm_api_version, timeout=arm_timeout
+    )
     tracking = TrackingStore(tracking_queue)
     events = EventWriter(events_queue)
     return Services(
         settings=settings,
         arm=arm,
-        submitter=Submitter(arm, tracking, events, max_deliveries=max_deliveries),
-        poller=Poller(arm, tracking, events, settings.operation_timeout_seconds),
+        submitter=Submitter(arm, tracking, events, max_deliveries=max_deliveries, retry=submit_retry),
+        poller=Poller(arm, tracking, events, settings.operation_timeout_seconds, retry=poll_retry),
         poison=PoisonHandler(events),
     )
 
@@ -81,10 +91,10 @@ def get_services() -> Services:
         return _services
 
 
-def reset_services() -> None:
-    """Forget the process's services (after a change of settings)."""
+def install_services(services: Services | None) -> None:
+    """Replace the process's services (a local host or a test that tunes them); None forgets them."""
     global _services
     with _lock:
-        if _services is not None:
+        if _services is not None and _services is not services:
             _services.close()
-        _services = None
+        _services = services

@@ -20,6 +20,20 @@ DEFAULTS = {
     "OPERATION_TIMEOUT_SECONDS": "86400",
 }
 
+# Every setting the app reads (contract section 2); the identity-based storage connection is
+# the AzureWebJobsStorage__* family instead of AzureWebJobsStorage itself.
+SETTING_NAMES = (
+    STORAGE_SETTING,
+    *DEFAULTS,
+    "AZURE_CLIENT_ID",
+    "EVENTGRID_TOPIC_ENDPOINT",
+)
+IDENTITY_STORAGE_SETTINGS = (
+    f"{STORAGE_SETTING}__queueServiceUri",
+    f"{STORAGE_SETTING}__credential",
+    f"{STORAGE_SETTING}__clientId",
+)
+
 # Storage queue names: 3-63 characters, lowercase letters, digits and single hyphens.
 _QUEUE_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}$")
 

@@ -59,10 +59,10 @@ class Operation:
         return asdict(self)
 
 
-def visibility_delay(seconds: float | None, default: float) -> int:
-    """Whole seconds a message stays invisible: `seconds` (or `default`), within 0..MAX_DELAY_SECONDS."""
+def visibility_delay(seconds: float | None, default: float, minimum: int = 0) -> int:
+    """Whole seconds a message stays invisible: `seconds` (or `default`), within minimum..MAX_DELAY_SECONDS."""
     chosen = default if seconds is None else seconds
-    return int(min(MAX_DELAY_SECONDS, max(0, round(chosen))))
+    return int(min(MAX_DELAY_SECONDS, max(minimum, round(chosen))))
 
 
 class TrackingStore:
