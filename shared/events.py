@@ -43,6 +43,7 @@ def outcome_event(status: str, facts: dict, now: float, error: dict | None = Non
         if value is None:
             continue
         data[name] = rfc3339(value) if name in ("submittedAt", "completedAt") else value
+    data.setdefault("pollCount", 0)
     data["status"] = status
     if error is not None:
         data["error"] = error

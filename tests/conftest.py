@@ -1,0 +1,193 @@
+"""Shared fixtures: the real local stand-ins (Azurite, the ARM emulator over HTTPS, the identity
+endpoint) and a harness that runs the app's functions on them as the Functions host does."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import trustme
+from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.queue import QueueServiceClient
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC_DIR = ROOT.parent / "shared" / "spec"
+
+logging.getLogger("azure").setLevel(logging.WARNING)  # the SDK's HTTP logging drowns the app's
+
+SUBMIT = "submit_checkpoint_deletion"
+POLL = "poll_checkpoint_operations"
+POISON = "report_poisoned_requests"
+TERMINAL = ("ScVmm.CheckpointDelete.Succeeded", "ScVmm.CheckpointDelete.Failed")
+
+
+def new_resource_uri(name: str | None = None) -> str:
+    sub = uuid.uuid4()
+    return f"/subscriptions/{sub}/resourceGroups/rg-test/providers/Microsoft.HybridCompute/machines/{name or 'vm1'}"
+
+
+@pytest.fixture(scope="session")
+def azurite():
+    from localdev.azurite import Azurite
+
+    with Azurite() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def ca():
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def identity():
+    from localdev.identity_endpoint import IdentityEndpoint
+
+    with IdentityEndpoint() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="session")
+def arm(ca, identity):
+    from localdev.arm_emulator import ArmEmulator
+
+    with ArmEmulator(ca, identity, spec_dir=SPEC_DIR if SPEC_DIR.is_dir() else None) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def spec_dir():
+    if not SPEC_DIR.is_dir():
+        pytest.skip(f"Microsoft's OpenAPI document is not beside the checkout ({SPEC_DIR} is absent)")
+    return SPEC_DIR
+
+
+class AppHarness:
+    """The function app on the stand-ins, driven as the Functions host drives it."""
+
+    def __init__(self, host, settings, services, connection_string: str):
+        self.host = host
+        self.settings = settings
+        self.services = services
+        service = QueueServiceClient.from_connection_string(connection_string)
+        self.requests_queue = service.get_queue_client(settings.requests_queue)
+        self.tracking_queue = service.get_queue_client(settings.tracking_queue)
+        self.events_queue = service.get_queue_client(settings.events_queue)
+        self.poison_queue = service.get_queue_client(settings.poison_queue)
+        self.requests_queue.create_queue()
+        self._events: list[dict] = []
+
+    def send(self, request, encoding: str = "plain") -> str:
+        """Put a request (a dict, or raw text) on the requests queue as a producer would."""
+        text = request if isinstance(request, str) else json.dumps(request)
+        if encoding == "base64":
+            text = base64.b64encode(text.encode()).decode()
+        return self.requests_queue.send_message(text).id
+
+    def deliver(self) -> int:
+        """One delivery round of the requests queue and of its poison queue."""
+        handled = self.host.deliver_once(SUBMIT)
+        return handled + self.host.deliver_once(POISON)
+
+    def poll(self) -> None:
+        self.host.fire(POLL)
+
+    def events(self) -> list[dict]:
+        """Every event written so far (the events queue is drained into this list)."""
+        while True:
+            batch = list(self.events_queue.receive_messages(messages_per_page=32, max_messages=32))
+            if not batch:
+                return list(self._events)
+            for message in batch:
+                self._events.append(json.loads(message.content))
+                self.events_queue.delete_message(message)
+
+    def events_of(self, request_id: str) -> list[dict]:
+        return [e for e in self.events() if e["data"].get("requestId") == request_id]
+
+    def run(self, request_ids, timeout: float = 20.0) -> dict[str, list[dict]]:
+        """Deliver and poll until every request has its terminal event; returns the events of each."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.deliver()
+            self.poll()
+            by_request = {rid: self.events_of(rid) for rid in request_ids}
+            if all(any(e["type"] in TERMINAL for e in events) for events in by_request.values()):
+                return by_request
+            if time.monotonic() > deadline:
+                raise AssertionError(f"requests did not finish in {timeout} s: {by_request}")
+            time.sleep(0.2)
+
+    def count(self, queue) -> int:
+        """Visible messages on `queue` (0 when the queue does not exist)."""
+        try:
+            return len(queue.peek_messages(max_messages=32))
+        except ResourceNotFoundError:
+            return 0
+
+
+@pytest.fixture
+def make_app(monkeypatch, azurite, identity, arm):
+    """Builds the app with unique queues, its settings in the environment and fast retries.
+
+    Keyword arguments override settings (by their names) and, for `host`, host.json values.
+    """
+    import function_app
+    from localdev.host import LocalHost
+    from shared.retry import RetryPolicy
+    from shared.runtime import build_services, install_services, queue_host_settings
+    from shared.settings import Settings
+
+    hosts = []
+
+    def build(host: dict | None = None, **settings_overrides) -> AppHarness:
+        prefix = "t" + uuid.uuid4().hex[:12]
+        env = {
+            "AzureWebJobsStorage": azurite.connection_string,
+            "CHECKPOINT_REQUESTS_QUEUE": f"{prefix}-requests",
+            "CHECKPOINT_TRACKING_QUEUE": f"{prefix}-tracking",
+            "CHECKPOINT_EVENTS_QUEUE": f"{prefix}-events",
+            "ARM_ENDPOINT": arm.endpoint,
+            "POLL_SCHEDULE": "*/1 * * * * *",
+            "REQUESTS_CA_BUNDLE": arm.ca_bundle_path,
+            **identity.env(),
+            **settings_overrides,
+        }
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        arm.reset()
+        identity.reset_counts()
+
+        settings = Settings.from_env()
+        services = build_services(
+            settings,
+            max_deliveries=int(queue_host_settings()["maxDequeueCount"]),
+            submit_retry=RetryPolicy(attempts=3, base_delay=0.05, max_delay=2.0),
+            poll_retry=RetryPolicy(attempts=4, base_delay=0.05, max_delay=2.0),
+            arm_timeout=(2.0, 1.5),
+        )
+        install_services(services)
+        local_host = LocalHost(
+            function_app.app,
+            settings=dict(os.environ),
+            host_json=ROOT / "host.json",
+            overrides={"visibilityTimeout": 0, "maxPollingInterval": 100, **(host or {})},
+        )
+        hosts.append(local_host)
+        return AppHarness(local_host, settings, services, azurite.connection_string)
+
+    yield build
+    for local_host in hosts:
+        local_host.stop()
+    install_services(None)
+
+
+@pytest.fixture
+def app(make_app) -> AppHarness:
+    return make_app()
