@@ -10,6 +10,7 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -26,6 +27,7 @@ OPERATION_PATH = "/providers/Microsoft.ScVmm/virtualMachineInstances/default/del
 PUBLIC_CLOUD_SCOPE = "https://management.azure.com/.default"
 SOVEREIGN_SUFFIXES = (".usgovcloudapi.net", ".chinacloudapi.cn")
 DEFAULT_TIMEOUT = (10.0, 60.0)  # connect, read (seconds)
+TOKEN_REFRESH_MARGIN = 300  # seconds before expiry when a token is fetched anew
 
 # Answer states
 ACCEPTED = "accepted"  # 202 to the POST: an operation to track
@@ -99,6 +101,8 @@ class ArmClient:
         self._api_version = api_version
         self._scope = arm_scope(arm_endpoint)
         self._timeout = timeout
+        self._token = None
+        self._token_lock = threading.Lock()
         self._session = requests.Session()
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
         self._session.mount("https://", adapter)
@@ -212,9 +216,19 @@ class ArmClient:
             )
         return ArmAnswer(FAILED, status, error=app_error("OperationFailed", f"unexpected answer HTTP {status}"))
 
+    def _bearer_token(self) -> str:
+        """The cached token, fetched by one thread at a time when missing or within 5 minutes of expiry."""
+        token = self._token
+        if token is None or token.expires_on - time.time() < TOKEN_REFRESH_MARGIN:
+            with self._token_lock:
+                token = self._token
+                if token is None or token.expires_on - time.time() < TOKEN_REFRESH_MARGIN:
+                    token = self._token = self._credential.get_token(self._scope)
+        return token.token
+
     def _send(self, method: str, url: str, request_id: str, json_body=None) -> requests.Response | ArmAnswer:
         try:
-            token = self._credential.get_token(self._scope).token
+            token = self._bearer_token()
         except AzureError as exc:
             logger.warning("requestId=%s: token request failed: %s", request_id, type(exc).__name__)
             return ArmAnswer(
