@@ -1,0 +1,1235 @@
+"""A local stand-in for Azure Resource Manager: the SCVMM deleteCheckpoint action and its LRO.
+
+Serves HTTPS on 127.0.0.1 (certificate from a ``trustme.CA``), HTTP/1.1 keep-alive, one thread per
+connection::
+
+    POST /{resourceUri}/providers/Microsoft.ScVmm/virtualMachineInstances/default/deleteCheckpoint
+         ?api-version=2024-06-01                       body {"id": "<checkpoint>"} or {}
+    GET  /providers/Microsoft.ScVmm/locations/local/operationResults/<opid>?api-version=2024-06-01
+    GET  /providers/Microsoft.ScVmm/locations/local/operationStatuses/<opid>?api-version=2024-06-01
+
+Every request is validated (path, method, bearer token from :class:`IdentityEndpoint`,
+``api-version``, ``Content-Type``, body against the spec's ``VirtualMachineDeleteCheckpoint``
+schema) and recorded in :attr:`ArmEmulator.received`; a request that breaks a rule is answered the
+way ARM answers it and the breach is appended to :attr:`ArmEmulator.violations`.
+
+What a valid request gets is scripted with :class:`Scenario` (see its fields), per checkpoint id,
+per resourceUri, or by default::
+
+    ca = trustme.CA()
+    with IdentityEndpoint() as idp, ArmEmulator(ca, idp, spec_dir="../shared/spec") as arm:
+        arm.script("cp-1", Scenario(submit_faults=[Fault(status=429, retry_after=1)],
+                                    done_after_polls=2, final="204"))
+        arm.default = Scenario(submit="accepted_async", final="Failed")
+        ...  # point the app at arm.endpoint, REQUESTS_CA_BUNDLE=arm.ca_bundle_path
+        assert arm.violations == []
+
+Authorization headers and tokens are never logged; in the records they are redacted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import hashlib
+import json
+import logging
+import math
+import re
+import shutil
+import socket
+import ssl
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urljoin, urlsplit
+
+import jsonschema
+
+__all__ = [
+    "ArmEmulator",
+    "Fault",
+    "Operation",
+    "RecordedRequest",
+    "Scenario",
+    "SpecRules",
+    "StatusCall",
+    "load_spec_rules",
+]
+
+_LOG = logging.getLogger("localdev.arm_emulator")
+
+ARM_AUDIENCE = "https://management.azure.com"
+DEFAULT_API_VERSION = "2024-06-01"
+DEFAULT_PATH_TEMPLATE = "/{resourceUri}/providers/Microsoft.ScVmm/virtualMachineInstances/default/deleteCheckpoint"
+DEFAULT_BODY_SCHEMA: dict = {
+    "type": "object",
+    "properties": {"id": {"type": "string"}},
+}
+SPEC_FILE = "scvmm-2024-06-01.json"
+COMMON_TYPES_FILE = "common-types-types.json"
+OPERATION_ID = "VirtualMachineInstances_DeleteCheckpoint"
+BODY_DEFINITION = "VirtualMachineDeleteCheckpoint"
+MAX_BODY = 1 << 20
+
+_SUBMIT_ANSWERS = ("accepted", "accepted_async", "done_200", "done_204")
+_FINAL_ANSWERS = ("200", "204", "Succeeded", "Failed", "Canceled")
+
+
+# ================================================================================================
+# Scripting
+# ================================================================================================
+@dataclass(frozen=True)
+class Fault:
+    """One scripted answer that is not the normal one.
+
+    - ``status``: HTTP status to answer with. ``None`` (with ``drop=False``) means "no answer of my
+      own": sleep ``delay`` seconds, then give the normal answer (a slow answer).
+    - ``error``: an ARM error ``{"code": ..., "message": ...}``; sent as a full ErrorResponse
+      ``{"error": {code, message, target, details, additionalInfo}}`` (missing members filled in).
+      ``None`` = empty body (e.g. a 500 with no ARM error).
+    - ``retry_after``: ``Retry-After`` header; int seconds (sent as an HTTP-date when the scenario
+      says ``retry_after_http_date``) or a str sent verbatim. ``None`` = no header.
+    - ``delay``: seconds to sleep before answering (or before dropping).
+    - ``drop``: close the connection without any answer.
+    - ``location``: ``Location`` header (e.g. for ``Fault(status=302, location=...)``).
+    - ``headers``: any extra response headers.
+    """
+
+    status: int | None = None
+    error: dict | None = None
+    retry_after: int | str | None = None
+    delay: float = 0.0
+    drop: bool = False
+    location: str | None = None
+    headers: dict = field(default_factory=dict)
+
+    @classmethod
+    def throttled(cls, retry_after: int | str | None = 1) -> Fault:
+        """429 with ``Retry-After`` and ARM's ``TooManyRequests`` error body."""
+        return cls(
+            status=429,
+            retry_after=retry_after,
+            error={"code": "TooManyRequests", "message": "The request is being throttled (emulated)."},
+        )
+
+    @classmethod
+    def arm_error(cls, status: int, code: str, message: str = "", **error: Any) -> Fault:
+        """``status`` with a full ErrorResponse ``{"error": {"code": code, "message": message, ...}}``."""
+        return cls(status=status, error={"code": code, "message": message or code, **error})
+
+    @classmethod
+    def slow(cls, seconds: float) -> Fault:
+        """Sleep ``seconds``, then answer normally."""
+        return cls(delay=seconds)
+
+    @classmethod
+    def dropped(cls, delay: float = 0.0) -> Fault:
+        """Close the connection without answering (after ``delay`` seconds)."""
+        return cls(drop=True, delay=delay)
+
+    def __post_init__(self) -> None:
+        if self.status is not None and not 100 <= int(self.status) <= 599:
+            raise ValueError(f"Fault.status out of range: {self.status}")
+        if self.drop and self.status is not None:
+            raise ValueError("Fault: drop=True takes no status")
+        if self.delay < 0:
+            raise ValueError("Fault.delay must be >= 0")
+
+
+@dataclass
+class Scenario:
+    """What the emulator does with a deletion request (and the operation it starts).
+
+    Submit (the POST):
+
+    - ``submit_faults``: answers given, in order, to the first POSTs of each request identity
+      (resourceUri + checkpoint id) before the real answer, e.g. ``[Fault.throttled(1),
+      Fault(status=503), Fault.slow(5.0), Fault.dropped()]``. Each is used once.
+    - ``submit``: the real answer. ``"accepted"``: 202 with ``Location`` (+ ``Retry-After``);
+      ``"accepted_async"``: 202 with ``Azure-AsyncOperation`` and ``Location``; ``"done_200"`` /
+      ``"done_204"``: finished at once (no operation); or a ``Fault`` with a status (e.g.
+      ``Fault.arm_error(409, "Conflict", "...")``) answered to every later POST.
+    - ``retry_after``: ``Retry-After`` seconds on 202 answers and on "still running" status answers
+      (default 0 so tests run fast); ``None`` = omit the header.
+    - ``retry_after_http_date``: send ``Retry-After`` values as HTTP-dates (now + seconds).
+
+    Status (GETs of the returned URLs):
+
+    - ``poll_faults``: answers given, in order, to the operation's first status GETs before the
+      normal ones (``Fault.throttled()``, ``Fault(status=500)``, ``Fault.slow(2)``,
+      ``Fault.dropped()``, ``Fault(status=302, location=...)``...). Each is used once per operation.
+    - ``done_after_polls``: the first ``k`` normal status GETs answer "still running" (202 on the
+      Location URL, 200 ``{"status": "InProgress"}`` on the Azure-AsyncOperation URL) ...
+    - ``done_after_seconds``: ... and it keeps running until this many seconds after the submit.
+      Both must be reached; then the operation is done and every later GET gets the final answer.
+    - ``final``: ``"200"`` / ``"204"`` (Location URL answers that status, empty body);
+      ``"Succeeded"`` (default; Location 200, async status Succeeded); ``"Failed"`` (async status
+      Failed with ``error``; the Location URL answers 400 with that ErrorResponse); ``"Canceled"``
+      (async status Canceled, with ``error`` if given; the Location URL answers 400 with
+      ``OperationCanceled``); or a ``Fault`` with a status: every status URL of the operation
+      answers that (an ErrorResponse failure, ``Fault(status=500)`` with no body, or a redirect
+      ``Fault(status=302, location=...)``).
+    - ``error``: the ARM error of a Failed/Canceled operation (default ``CheckpointDeleteFailed``).
+    - ``new_location_each_poll``: every 202 "still running" answer of the Location URL carries a
+      new ``Location`` (same host, another URL of the same operation).
+    - ``location_base``: base of the status URLs handed out (default: the emulator's own
+      endpoint), e.g. ``emulator.other_host_endpoint`` to test untrusted status URLs.
+    """
+
+    submit_faults: list[Fault] = field(default_factory=list)
+    submit: str | Fault = "accepted"
+    retry_after: int | None = 0
+    retry_after_http_date: bool = False
+    done_after_polls: int = 0
+    done_after_seconds: float = 0.0
+    final: str | Fault = "Succeeded"
+    error: dict | None = None
+    poll_faults: list[Fault] = field(default_factory=list)
+    new_location_each_poll: bool = False
+    location_base: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.submit, Fault):
+            if self.submit.status is None:
+                raise ValueError("Scenario.submit Fault needs a status")
+        elif self.submit not in _SUBMIT_ANSWERS:
+            raise ValueError(f"Scenario.submit must be one of {_SUBMIT_ANSWERS} or a Fault")
+        if isinstance(self.final, Fault):
+            if self.final.status is None:
+                raise ValueError("Scenario.final Fault needs a status")
+        elif str(self.final) not in _FINAL_ANSWERS:
+            raise ValueError(f"Scenario.final must be one of {_FINAL_ANSWERS} or a Fault")
+        else:
+            self.final = str(self.final)
+        if self.done_after_polls < 0 or self.done_after_seconds < 0:
+            raise ValueError("done_after_polls / done_after_seconds must be >= 0")
+
+
+# ================================================================================================
+# Records
+# ================================================================================================
+@dataclass
+class RecordedRequest:
+    """One request as received (Authorization redacted: ``"Bearer ***"``)."""
+
+    method: str
+    path: str  # path without query
+    query: dict[str, str]  # first value of each parameter
+    headers: dict[str, str]  # as sent, Authorization redacted
+    body: Any  # parsed JSON, or None (empty / not JSON)
+    connection_id: int
+    time: float  # time.time() when received
+    raw_body: bytes = b""
+    target: str = ""  # the raw request target (path + query)
+    kind: str = "unknown"  # "submit" | "status" | "unknown" | "other-host"
+    token_fingerprint: str | None = None  # sha256(token)[:12], to compare tokens without keeping them
+    status: int | None = None  # status answered; None if dropped / not answered yet
+    dropped: bool = False
+    violation: str | None = None
+    operation_id: str | None = None
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        """Case-insensitive header lookup."""
+        low = name.lower()
+        for k, v in self.headers.items():
+            if k.lower() == low:
+                return v
+        return default
+
+    @property
+    def has_authorization(self) -> bool:
+        return self.header("Authorization") is not None
+
+
+@dataclass
+class StatusCall:
+    """One status GET an operation got."""
+
+    kind: str  # "location" | "async"
+    url: str  # path + query as requested
+    status: int | None  # answered status (None = dropped)
+    time: float
+
+
+@dataclass
+class Operation:
+    """A long-running deletion started by a 202."""
+
+    id: str
+    resource_uri: str
+    checkpoint_id: str | None
+    protocol: str  # "location" | "async"
+    created: float  # time.time()
+    location_url: str  # latest Location handed out
+    async_url: str | None  # Azure-AsyncOperation URL (async protocol)
+    scenario: Scenario = field(repr=False)
+    location_urls: list[str] = field(default_factory=list)  # every Location handed out
+    polls: int = 0  # all status GETs (fault answers included)
+    location_polls: int = 0
+    async_polls: int = 0
+    running_answers: int = 0  # "still running" answers given
+    calls: list[StatusCall] = field(default_factory=list)
+    completed_at: float | None = None  # when it was first reported done
+    _fault_index: int = field(default=0, repr=False)
+    _valid_targets: set = field(default_factory=set, repr=False)
+
+    @property
+    def done(self) -> bool:
+        return self.completed_at is not None
+
+
+# ================================================================================================
+# Spec rules
+# ================================================================================================
+@dataclass
+class SpecRules:
+    """Path template, api-version and body validator of the deleteCheckpoint operation."""
+
+    path_template: str
+    api_version: str
+    body_validator: Any  # a jsonschema validator
+    body_required: bool = True
+    from_spec: bool = False
+    validator_for: Callable[[str], Any] | None = field(default=None, repr=False)
+
+    def path_regex(self) -> re.Pattern:
+        parts = re.split(r"(\{[^}]+\})", self.path_template)
+        out = []
+        for p in parts:
+            if p == "{resourceUri}":
+                out.append(r"(?P<resourceUri>.+?)")
+            elif p.startswith("{"):
+                out.append(r"[^/]+")
+            else:
+                out.append(re.escape(p))
+        return re.compile("^" + "".join(out) + "$", re.IGNORECASE)
+
+
+def _builtin_rules() -> SpecRules:
+    validator = jsonschema.Draft4Validator(DEFAULT_BODY_SCHEMA)
+    return SpecRules(DEFAULT_PATH_TEMPLATE, DEFAULT_API_VERSION, validator, True, False)
+
+
+def load_spec_rules(spec_dir: str | Path | None) -> SpecRules:
+    """Rules from a folder laid out like /work/shared/spec, or the built-in ones if it is absent."""
+    if spec_dir is None:
+        return _builtin_rules()
+    spec_dir = Path(spec_dir)
+    spec_path = spec_dir / SPEC_FILE
+    if not spec_path.is_file():
+        return _builtin_rules()
+
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT4
+
+    spec = json.loads(spec_path.read_text(encoding="utf-8"))
+    spec_uri = "https://spec.local/specification/scvmm/resource-manager/Microsoft.ScVmm/stable/2024-06-01/" + SPEC_FILE
+
+    def retrieve(uri: str) -> Resource:
+        path = urlsplit(uri).path
+        if path.endswith("common-types/resource-management/v5/types.json"):
+            target = spec_dir / COMMON_TYPES_FILE
+        else:
+            target = spec_dir / Path(path).name
+        return Resource(json.loads(target.read_text(encoding="utf-8")), specification=DRAFT4)
+
+    registry = Registry(retrieve=retrieve).with_resource(spec_uri, Resource(spec, specification=DRAFT4))
+
+    template = None
+    body_ref = None
+    body_required = True
+    for path, item in spec.get("paths", {}).items():
+        post = item.get("post") if isinstance(item, dict) else None
+        if post and post.get("operationId") == OPERATION_ID:
+            template = path
+            for param in post.get("parameters", []):
+                if param.get("in") == "body":
+                    body_ref = (param.get("schema") or {}).get("$ref")
+                    body_required = bool(param.get("required", False))
+            break
+    if template is None:
+        raise ValueError(f"{spec_path}: operation {OPERATION_ID} not found")
+    api_version = spec.get("info", {}).get("version") or DEFAULT_API_VERSION
+    body_ref = body_ref or f"#/definitions/{BODY_DEFINITION}"
+
+    def validator_for(ref: str) -> Any:
+        """Validator for a definition name (``"ErrorResponse"``) or a $ref as written in the spec."""
+        if "#" not in ref and "/" not in ref:
+            spec_defs = spec.get("definitions", {})
+            if ref in spec_defs:
+                ref = f"#/definitions/{ref}"
+            else:
+                ref = f"../../../../../common-types/resource-management/v5/types.json#/definitions/{ref}"
+        return jsonschema.Draft4Validator({"$ref": urljoin(spec_uri, ref)}, registry=registry)
+
+    body_validator = validator_for(body_ref)
+    return SpecRules(template, api_version, body_validator, body_required, True, validator_for)
+
+
+# ================================================================================================
+# Small helpers
+# ================================================================================================
+def _full_error(err: dict | None, target: str | None = None) -> dict:
+    err = dict(err or {})
+    return {
+        "error": {
+            "code": str(err.pop("code", "InternalServerError")),
+            "message": str(err.pop("message", "")),
+            "target": err.pop("target", target) or "",
+            "details": err.pop("details", []),
+            "additionalInfo": err.pop("additionalInfo", []),
+            **err,
+        }
+    }
+
+
+def _fingerprint(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()[:12]
+
+
+def _norm_resource(uri: str) -> str:
+    return "/" + uri.strip("/").lower()
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class _Reply:
+    status: int = 200
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    delay: float = 0.0
+    drop: bool = False
+    violation: str | None = None
+    operation_id: str | None = None
+
+    @classmethod
+    def json(cls, status: int, payload: Any, **kw: Any) -> _Reply:
+        r = cls(status=status, body=json.dumps(payload).encode(), **kw)
+        r.headers.append(("Content-Type", "application/json; charset=utf-8"))
+        return r
+
+
+class _Bucket:
+    """Token bucket: ``capacity`` requests, refilled at ``rate`` per second."""
+
+    def __init__(self, capacity: float, rate: float) -> None:
+        self.capacity = float(capacity)
+        self.rate = float(rate)
+        self.level = float(capacity)
+        self.stamp = time.monotonic()
+
+    def take(self) -> float:
+        """0 if a request may pass (and take one), else seconds until one is available."""
+        now = time.monotonic()
+        self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.level >= 1:
+            self.level -= 1
+            return 0.0
+        return (1 - self.level) / self.rate if self.rate > 0 else 60.0
+
+
+# ================================================================================================
+# HTTP plumbing
+# ================================================================================================
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "ArmEmulator/1.0"
+    sys_version = ""
+    disable_nagle_algorithm = True
+    timeout = 300
+
+    def _dispatch(self) -> None:
+        self.server.on_request(self)  # type: ignore[attr-defined]
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _dispatch  # noqa: N815
+
+    def read_body(self) -> bytes | None:
+        """The request body; None if it is too large or malformed (connection then closes)."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            chunks, total = [], 0
+            while True:
+                line = self.rfile.readline(1024)
+                size = int(line.split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                total += size
+                if total > MAX_BODY:
+                    self.close_connection = True
+                    return None
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline(1024)
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY:
+            self.close_connection = True
+            return None
+        return self.rfile.read(length) if length > 0 else b""
+
+    def send_reply(self, reply: _Reply) -> None:
+        self.send_response(reply.status)
+        for k, v in reply.headers:
+            self.send_header(k, v)
+        body = reply.body
+        if reply.status in (204, 304) or 100 <= reply.status < 200:
+            body = b""
+        else:
+            self.send_header("Content-Length", str(len(body)))
+        self._headers_buffer.append(b"\r\n")  # type: ignore[attr-defined]
+        if body and self.command != "HEAD":
+            self._headers_buffer.append(body)  # type: ignore[attr-defined]
+        self.flush_headers()
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        # Only the request line and status reach the log; headers (Authorization) never do.
+        _LOG.debug("%s: " + format, self.server.name, *args)  # type: ignore[attr-defined]
+
+
+class _TLSServer(ThreadingHTTPServer):
+    """Threaded HTTPS server; the TLS handshake runs in the connection's own thread."""
+
+    daemon_threads = True
+    request_queue_size = 256
+    allow_reuse_address = False
+
+    def __init__(self, host: str, ctx: ssl.SSLContext, name: str, on_request: Callable, on_connect: Callable):
+        self.ssl_ctx = ctx
+        self.name = name
+        self.on_request = on_request
+        self.on_connect = on_connect
+        self._live: set = set()
+        self._live_lock = threading.Lock()
+        super().__init__((host, 0), _Handler)
+
+    def finish_request(self, request: socket.socket, client_address: Any) -> None:
+        try:
+            request.settimeout(30)
+            tls = self.ssl_ctx.wrap_socket(request, server_side=True)
+            tls.settimeout(None)
+        except (OSError, ssl.SSLError) as exc:
+            _LOG.debug("%s: TLS handshake failed: %s", self.name, exc)
+            return
+        tls.conn_id = self.on_connect()  # type: ignore[attr-defined]
+        with self._live_lock:
+            self._live.add(tls)
+        try:
+            self.RequestHandlerClass(tls, client_address, self)
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            with self._live_lock:
+                self._live.discard(tls)
+            with contextlib.suppress(OSError):
+                tls.close()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        _LOG.debug("%s: error while handling a connection", self.name, exc_info=True)
+
+    def close_live_connections(self) -> None:
+        with self._live_lock:
+            live = list(self._live)
+        for s in live:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+
+# ================================================================================================
+# The emulator
+# ================================================================================================
+class ArmEmulator:
+    """ARM stand-in for deleteCheckpoint over HTTPS on 127.0.0.1.
+
+    :param ca: a ``trustme.CA``; the server certificate is issued for ``127.0.0.1`` and ``localhost``.
+    :param identity: the :class:`~localdev.identity_endpoint.IdentityEndpoint` whose tokens are
+        accepted (``identity.verify(token, "https://management.azure.com")``); ``None`` accepts any
+        non-empty bearer token.
+    :param spec_dir: folder laid out like /work/shared/spec; when it exists the path template,
+        api-version and body schema come from the spec, else built-in equivalents are used.
+    :param throttle: ``False`` (default) or ``True`` for ARM's limits per subscription and principal
+        (writes: 200, refill 10/s; reads: 250, refill 25/s), or a dict
+        ``{"writes": (capacity, per_second), "reads": (capacity, per_second)}``. Throttled requests
+        get 429 + ``Retry-After`` + ``TooManyRequests`` (not a violation).
+    :param location_name: the ``locations/<name>`` segment of status URLs.
+    """
+
+    def __init__(
+        self,
+        ca: Any,
+        identity: Any = None,
+        spec_dir: str | Path | None = None,
+        *,
+        throttle: bool | dict = False,
+        location_name: str = "local",
+        audience: str = ARM_AUDIENCE,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.ca = ca
+        self.identity = identity
+        self.rules = load_spec_rules(spec_dir)
+        self.api_version = self.rules.api_version
+        self.audience = audience
+        self.location_name = location_name
+        self._host = host
+        self._path_re = self.rules.path_regex()
+        self._status_re = re.compile(
+            r"^/providers/Microsoft\.ScVmm/locations/(?P<loc>[^/]+)/(?P<kind>operationResults|operationStatuses)"
+            r"/(?P<opid>[0-9a-f-]{36})(?:\.(?P<step>\d+))?$",
+            re.IGNORECASE,
+        )
+        if throttle is True:
+            throttle = {"writes": (200, 10.0), "reads": (250, 25.0)}
+        self._throttle: dict = dict(throttle) if throttle else {}
+        self._buckets: dict[tuple, _Bucket] = {}
+
+        self.default = Scenario()
+        self._scripts: dict[str, Scenario] = {}
+        self._scripts_by_resource: dict[str, Scenario] = {}
+
+        self._lock = threading.RLock()
+        self.received: list[RecordedRequest] = []
+        self.violations: list[str] = []
+        self.other_host_received: list[RecordedRequest] = []
+        self._connections_opened = 0
+        self._other_connections = 0
+        self._conn_seq = 0
+        self._submit_progress: dict[tuple, tuple[Scenario, int]] = {}
+        self._ops: dict[str, Operation] = {}
+        self.throttled = 0
+
+        self._tmpdir: str | None = None
+        self._server: _TLSServer | None = None
+        self._other: _TLSServer | None = None
+        self._threads: list[threading.Thread] = []
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def start(self) -> ArmEmulator:
+        if self._server is not None:
+            return self
+        self._tmpdir = tempfile.mkdtemp(prefix="arm-emulator-")
+        bundle = Path(self._tmpdir) / "ca.pem"
+        self.ca.cert_pem.write_to_path(str(bundle))
+        self._ca_bundle_path = str(bundle)
+        cert = self.ca.issue_cert("127.0.0.1", "localhost")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        cert.configure_cert(ctx)
+        self._server = _TLSServer(self._host, ctx, "arm-emulator", self._on_request, self._on_connect)
+        self._other = _TLSServer(self._host, ctx, "arm-other-host", self._on_other_request, self._on_other_connect)
+        for srv in (self._server, self._other):
+            t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, name=srv.name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def stop(self) -> None:
+        servers = [s for s in (self._server, self._other) if s is not None]
+        self._server = self._other = None
+        for srv in servers:
+            srv.shutdown()
+            srv.server_close()
+            srv.close_live_connections()
+        for t in self._threads:
+            t.join(timeout=5)
+        self._threads.clear()
+        if self._tmpdir:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+
+    def __enter__(self) -> ArmEmulator:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # ---- addresses -------------------------------------------------------------------------
+    def _require(self, srv: _TLSServer | None) -> _TLSServer:
+        if srv is None:
+            raise RuntimeError("ArmEmulator is not started")
+        return srv
+
+    @property
+    def port(self) -> int:
+        return self._require(self._server).server_address[1]
+
+    @property
+    def endpoint(self) -> str:
+        """``https://127.0.0.1:PORT`` (the app's ``ARM_ENDPOINT``)."""
+        return f"https://{self._host}:{self.port}"
+
+    @property
+    def other_host_endpoint(self) -> str:
+        """``https://localhost:OTHERPORT``: a listener no token should ever reach."""
+        return f"https://localhost:{self._require(self._other).server_address[1]}"
+
+    @property
+    def ca_bundle_path(self) -> str:
+        """PEM file of the CA (for ``REQUESTS_CA_BUNDLE``); exists while started."""
+        self._require(self._server)
+        return self._ca_bundle_path
+
+    def url_for(self, resource_uri: str, api_version: str | None = None) -> str:
+        """The deleteCheckpoint URL for ``resource_uri`` (with or without a leading slash)."""
+        path = self.rules.path_template.replace("{resourceUri}", resource_uri.strip("/"))
+        return f"{self.endpoint}{path}?api-version={api_version or self.api_version}"
+
+    # ---- scripting -------------------------------------------------------------------------
+    def script(self, key: str, scenario: Scenario | None) -> None:
+        """Script the answers for a checkpoint id or a resourceUri (``None`` removes the script).
+
+        Lookup per request: the body's checkpoint id (exact), then the resourceUri (leading and
+        trailing slashes and case ignored), then :attr:`default`.
+        """
+        with self._lock:
+            if scenario is None:
+                self._scripts.pop(key, None)
+                self._scripts_by_resource.pop(_norm_resource(key), None)
+            else:
+                self._scripts[key] = scenario
+                self._scripts_by_resource[_norm_resource(key)] = scenario
+
+    def scenario_for(self, resource_uri: str, checkpoint_id: str | None) -> Scenario:
+        with self._lock:
+            if checkpoint_id is not None and checkpoint_id in self._scripts:
+                return self._scripts[checkpoint_id]
+            return self._scripts_by_resource.get(_norm_resource(resource_uri), self.default)
+
+    # ---- inspection ------------------------------------------------------------------------
+    @property
+    def connections_opened(self) -> int:
+        """TLS connections accepted by the main listener since start / :meth:`clear`."""
+        with self._lock:
+            return self._connections_opened
+
+    @property
+    def other_host_connections(self) -> int:
+        with self._lock:
+            return self._other_connections
+
+    @property
+    def operations(self) -> list[Operation]:
+        """Every operation started (202 answers), oldest first."""
+        with self._lock:
+            return list(self._ops.values())
+
+    def operation(self, opid: str) -> Operation:
+        """The operation with that id (KeyError if none)."""
+        with self._lock:
+            return self._ops[opid]
+
+    def operations_for(self, key: str) -> list[Operation]:
+        """Operations whose checkpoint id equals ``key`` or whose resourceUri matches it."""
+        norm = _norm_resource(key)
+        with self._lock:
+            return [
+                op for op in self._ops.values() if op.checkpoint_id == key or _norm_resource(op.resource_uri) == norm
+            ]
+
+    def requests(self, kind: str | None = None, method: str | None = None) -> list[RecordedRequest]:
+        """Recorded requests of the main listener, optionally filtered by kind / method."""
+        with self._lock:
+            return [
+                r for r in self.received if (kind is None or r.kind == kind) and (method is None or r.method == method)
+            ]
+
+    def clear(self) -> None:
+        """Forget records and counters: received, violations, other_host_received, connection
+        counts, throttle buckets and submit-fault progress. Scripts, ``default`` and operations
+        (and so their status URLs) stay."""
+        with self._lock:
+            self.received.clear()
+            self.violations.clear()
+            self.other_host_received.clear()
+            self._connections_opened = 0
+            self._other_connections = 0
+            self._submit_progress.clear()
+            self._buckets.clear()
+            self.throttled = 0
+
+    def reset(self) -> None:
+        """:meth:`clear` plus forget operations and scripts, and restore ``default = Scenario()``."""
+        with self._lock:
+            self.clear()
+            self._ops.clear()
+            self._scripts.clear()
+            self._scripts_by_resource.clear()
+            self.default = Scenario()
+
+    # ---- connection hooks --------------------------------------------------------------------
+    def _on_connect(self) -> int:
+        with self._lock:
+            self._connections_opened += 1
+            self._conn_seq += 1
+            return self._conn_seq
+
+    def _on_other_connect(self) -> int:
+        with self._lock:
+            self._other_connections += 1
+            self._conn_seq += 1
+            return self._conn_seq
+
+    # ---- request entry points ------------------------------------------------------------------
+    def _record(self, h: _Handler, raw: bytes, kind: str) -> RecordedRequest:
+        url = urlsplit(h.path)
+        headers: dict[str, str] = {}
+        fp = None
+        for k, v in h.headers.items():
+            if k.lower() == "authorization":
+                scheme, _, token = v.partition(" ")
+                fp = _fingerprint(token.strip()) if token.strip() else None
+                v = f"{scheme} ***" if token else "***"
+            headers[k] = v
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        return RecordedRequest(
+            method=h.command,
+            path=url.path,
+            query={k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()},
+            headers=headers,
+            body=body,
+            connection_id=getattr(h.request, "conn_id", 0),
+            time=time.time(),
+            raw_body=raw,
+            target=h.path,
+            kind=kind,
+            token_fingerprint=fp,
+        )
+
+    def _on_other_request(self, h: _Handler) -> None:
+        raw = h.read_body()
+        rec = self._record(h, raw or b"", "other-host")
+        msg = f"other host received {h.command} {rec.path}" + (" with Authorization" if rec.has_authorization else "")
+        with self._lock:
+            self.other_host_received.append(rec)
+            self.violations.append(msg)
+        _LOG.warning("arm-other-host: %s", msg)
+        reply = _Reply.json(200, {})
+        rec.status = 200
+        h.send_reply(reply)
+
+    def _on_request(self, h: _Handler) -> None:
+        raw = h.read_body()
+        if raw is None:
+            h.send_reply(_Reply.json(413, _full_error({"code": "RequestEntityTooLarge", "message": "Body too large."})))
+            return
+        rec = self._record(h, raw, "unknown")
+        with self._lock:
+            self.received.append(rec)
+        try:
+            reply = self._decide(h, rec)
+        except Exception:  # a bug here must show up as a violation, not a hung client
+            _LOG.exception("arm-emulator: internal error")
+            reply = _Reply.json(500, _full_error({"code": "EmulatorError", "message": "internal emulator error"}))
+            reply.violation = f"{rec.method} {rec.path}: emulator internal error"
+        rec.operation_id = reply.operation_id
+        if reply.violation:
+            rec.violation = reply.violation
+            with self._lock:
+                self.violations.append(reply.violation)
+            _LOG.info("arm-emulator: violation: %s", reply.violation)
+        if reply.delay:
+            time.sleep(reply.delay)
+        if reply.drop:
+            rec.dropped = True
+            h.close_connection = True
+            with contextlib.suppress(OSError):
+                h.request.shutdown(socket.SHUT_RDWR)
+            return
+        rec.status = reply.status
+        request_id = str(uuid.uuid4())
+        reply.headers += [
+            ("x-ms-request-id", request_id),
+            ("x-ms-correlation-request-id", h.headers.get("x-ms-correlation-request-id") or request_id),
+        ]
+        client_rid = h.headers.get("x-ms-client-request-id")
+        if client_rid:
+            reply.headers.append(("x-ms-client-request-id", client_rid))
+        h.send_reply(reply)
+
+    # ---- validation ------------------------------------------------------------------------------
+    def _fail(self, rec: RecordedRequest, status: int, code: str, message: str, **kw: Any) -> _Reply:
+        reply = _Reply.json(status, _full_error({"code": code, "message": message}), **kw)
+        reply.violation = f"{rec.method} {rec.path}: {status} {code}: {message}"
+        return reply
+
+    def _check_auth(self, h: _Handler, rec: RecordedRequest) -> tuple[_Reply | None, str | None]:
+        """(error reply or None, principal client id)."""
+        value = h.headers.get("Authorization")
+        www = 'Bearer authorization_uri="https://login.microsoftonline.com/common", error="invalid_token"'
+        if value is None:
+            r = self._fail(
+                rec, 401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing."
+            )
+            r.headers.append(("WWW-Authenticate", www))
+            return r, None
+        scheme, _, token = value.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            r = self._fail(
+                rec,
+                401,
+                "AuthenticationFailed",
+                "Authentication failed. The 'Authorization' header is not in the 'Bearer <token>' form.",
+            )
+            r.headers.append(("WWW-Authenticate", www))
+            return r, None
+        if self.identity is None:
+            return None, None
+        info = self.identity.token_info(token) if hasattr(self.identity, "token_info") else None
+        if not self.identity.verify(token, self.audience):
+            if info is not None and info.expires_on <= time.time():
+                code, msg = "ExpiredAuthenticationToken", "The access token has expired."
+            elif info is not None:
+                code, msg = "InvalidAuthenticationToken", "The access token has an invalid audience."
+            else:
+                code, msg = "InvalidAuthenticationToken", "The access token is invalid."
+            r = self._fail(rec, 401, code, msg)
+            r.headers.append(("WWW-Authenticate", www))
+            return r, None
+        return None, getattr(info, "client_id", None)
+
+    def _check_api_version(self, rec: RecordedRequest) -> _Reply | None:
+        q = parse_qs(urlsplit(rec.target).query, keep_blank_values=True)
+        values = q.get("api-version")
+        if not values or not values[0]:
+            return self._fail(
+                rec,
+                400,
+                "MissingApiVersionParameter",
+                "The api-version query parameter (?api-version=) is required for all requests.",
+            )
+        if any(v != self.api_version for v in values):
+            return self._fail(
+                rec,
+                400,
+                "InvalidApiVersionParameter",
+                f"The api-version '{values[0]}' is invalid. The supported versions are '{self.api_version}'.",
+            )
+        return None
+
+    def _throttle_check(self, kind: str, resource_uri: str, principal: str | None) -> _Reply | None:
+        limits = self._throttle.get(kind)
+        if not limits:
+            return None
+        m = re.match(r"^/?subscriptions/([^/]+)", resource_uri, re.IGNORECASE)
+        sub = m.group(1).lower() if m else "-"
+        key = (kind, sub, principal or "-")
+        with self._lock:
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                bucket = self._buckets[key] = _Bucket(*limits)
+            wait = bucket.take()
+            if not wait:
+                return None
+            self.throttled += 1
+        reply = _Reply.json(
+            429,
+            _full_error(
+                {
+                    "code": "TooManyRequests",
+                    "message": f"Number of '{kind}' requests for subscription '{sub}' exceeded the limit (emulated).",
+                }
+            ),
+        )
+        reply.headers.append(("Retry-After", str(max(1, math.ceil(wait)))))
+        return reply
+
+    # ---- decisions ---------------------------------------------------------------------------------
+    def _decide(self, h: _Handler, rec: RecordedRequest) -> _Reply:
+        m = self._path_re.match(rec.path)
+        if m:
+            rec.kind = "submit"
+            return self._decide_submit(h, rec, m.group("resourceUri"))
+        s = self._status_re.match(rec.path)
+        if s:
+            rec.kind = "status"
+            return self._decide_status(h, rec, s)
+        return self._fail(rec, 404, "NotFound", f"No route for path '{rec.path}'.")
+
+    def _decide_submit(self, h: _Handler, rec: RecordedRequest, resource_uri: str) -> _Reply:
+        if "" in resource_uri.split("/"):
+            return self._fail(rec, 404, "InvalidResourceType", "The resourceUri in the path has an empty segment.")
+        if rec.method != "POST":
+            return self._fail(rec, 405, "MethodNotAllowed", f"The method '{rec.method}' is not allowed.")
+        err, principal = self._check_auth(h, rec)
+        if err:
+            return err
+        err = self._check_api_version(rec)
+        if err:
+            return err
+        ctype = (h.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            return self._fail(
+                rec,
+                415,
+                "UnsupportedMediaType",
+                f"The content media type '{ctype}' is not supported. Only 'application/json' is supported.",
+            )
+        if not rec.raw_body:
+            if self.rules.body_required:
+                return self._fail(rec, 400, "InvalidRequestContent", "The request content is missing.")
+            body: Any = {}
+        else:
+            try:
+                body = json.loads(rec.raw_body.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError) as exc:
+                return self._fail(
+                    rec,
+                    400,
+                    "InvalidRequestContent",
+                    f"The request content was invalid and could not be deserialized: {exc}",
+                )
+        errors = sorted(self.rules.body_validator.iter_errors(body), key=lambda e: list(e.path))
+        if errors:
+            e = errors[0]
+            where = "/".join(str(p) for p in e.path) or "(root)"
+            return self._fail(
+                rec, 400, "InvalidRequestContent", f"The request content is invalid at {where}: {e.message}"
+            )
+
+        resource_uri = "/" + resource_uri
+        checkpoint_id = body.get("id") if isinstance(body, dict) else None
+        throttled = self._throttle_check("writes", resource_uri, principal)
+        if throttled:
+            return throttled
+
+        scenario = self.scenario_for(resource_uri, checkpoint_id)
+        delay = 0.0
+        with self._lock:
+            ident = (_norm_resource(resource_uri), checkpoint_id)
+            owner, idx = self._submit_progress.get(ident, (scenario, 0))
+            if owner is not scenario:  # re-scripted: start its faults afresh
+                idx = 0
+            fault = scenario.submit_faults[idx] if idx < len(scenario.submit_faults) else None
+            if fault is not None:
+                self._submit_progress[ident] = (scenario, idx + 1)
+        if fault is not None:
+            if fault.drop or fault.status is not None:
+                return self._fault_reply(fault, scenario, resource_uri)
+            delay = fault.delay
+
+        answer = scenario.submit
+        if isinstance(answer, Fault):
+            reply = self._fault_reply(answer, scenario, resource_uri)
+        elif answer == "done_200":
+            reply = _Reply(status=200)
+        elif answer == "done_204":
+            reply = _Reply(status=204)
+        else:
+            op = self._new_operation(resource_uri, checkpoint_id, scenario, answer == "accepted_async")
+            reply = _Reply(status=202, operation_id=op.id)
+            reply.headers.append(("Location", op.location_url))
+            if op.async_url:
+                reply.headers.append(("Azure-AsyncOperation", op.async_url))
+            self._add_retry_after(reply, scenario.retry_after, scenario)
+        reply.delay += delay
+        return reply
+
+    def _new_operation(
+        self, resource_uri: str, checkpoint_id: str | None, scenario: Scenario, async_: bool
+    ) -> Operation:
+        opid = str(uuid.uuid4())
+        base = (scenario.location_base or self.endpoint).rstrip("/")
+        prefix = f"{base}/providers/Microsoft.ScVmm/locations/{self.location_name}"
+        location = f"{prefix}/operationResults/{opid}?api-version={self.api_version}"
+        async_url = f"{prefix}/operationStatuses/{opid}?api-version={self.api_version}" if async_ else None
+        op = Operation(
+            id=opid,
+            resource_uri=resource_uri,
+            checkpoint_id=checkpoint_id,
+            protocol="async" if async_ else "location",
+            created=time.time(),
+            location_url=location,
+            async_url=async_url,
+            scenario=scenario,
+            location_urls=[location],
+        )
+        op._valid_targets.add(("operationresults", None))
+        if async_:
+            op._valid_targets.add(("operationstatuses", None))
+        with self._lock:
+            self._ops[opid] = op
+        return op
+
+    def _decide_status(self, h: _Handler, rec: RecordedRequest, m: re.Match) -> _Reply:
+        if rec.method != "GET":
+            return self._fail(rec, 405, "MethodNotAllowed", f"The method '{rec.method}' is not allowed.")
+        err, principal = self._check_auth(h, rec)
+        if err:
+            return err
+        err = self._check_api_version(rec)
+        if err:
+            return err
+        opid = m.group("opid").lower()
+        kind = m.group("kind").lower()
+        step = m.group("step")
+        with self._lock:
+            op = self._ops.get(opid)
+        if op is None or m.group("loc").lower() != self.location_name.lower():
+            return self._fail(rec, 404, "OperationNotFound", f"No operation '{opid}'.")
+        if (kind, step) not in op._valid_targets:
+            return self._fail(rec, 404, "OperationNotFound", f"The status URL '{rec.path}' was never handed out.")
+        throttled = self._throttle_check("reads", op.resource_uri, principal)
+        if throttled:
+            return throttled
+
+        scenario = op.scenario
+        is_async = kind == "operationstatuses"
+        now = time.time()
+        delay = 0.0
+        with self._lock:
+            op.polls += 1
+            if is_async:
+                op.async_polls += 1
+            else:
+                op.location_polls += 1
+            fault = None
+            if op._fault_index < len(scenario.poll_faults):
+                fault = scenario.poll_faults[op._fault_index]
+                op._fault_index += 1
+            call = StatusCall("async" if is_async else "location", rec.target, None, now)
+            op.calls.append(call)
+        if fault is not None and (fault.drop or fault.status is not None):
+            reply = self._fault_reply(fault, scenario, op.resource_uri)
+        else:
+            delay = fault.delay if fault is not None else 0.0
+            reply = self._status_answer(op, scenario, is_async, now)
+        reply.delay += delay
+        reply.operation_id = op.id
+        call.status = None if reply.drop else reply.status
+        return reply
+
+    def _status_answer(self, op: Operation, scenario: Scenario, is_async: bool, now: float) -> _Reply:
+        with self._lock:
+            if not op.done:
+                if op.running_answers >= scenario.done_after_polls and now - op.created >= scenario.done_after_seconds:
+                    op.completed_at = now
+                else:
+                    op.running_answers += 1
+            done = op.done
+            new_location = None
+            if not done and not is_async and scenario.new_location_each_poll:
+                step = len(op.location_urls)
+                base = op.location_url.split("/providers/", 1)[0]
+                new_location = (
+                    f"{base}/providers/Microsoft.ScVmm/locations/{self.location_name}/operationResults/"
+                    f"{op.id}.{step}?api-version={self.api_version}"
+                )
+                op._valid_targets.add(("operationresults", str(step)))
+                op.location_urls.append(new_location)
+                op.location_url = new_location
+
+        if not done:
+            if is_async:
+                reply = _Reply.json(
+                    200, {"id": op.async_url, "name": op.id, "status": "InProgress", "startTime": _iso(op.created)}
+                )
+            else:
+                reply = _Reply(status=202)
+                if new_location:
+                    reply.headers.append(("Location", new_location))
+            self._add_retry_after(reply, scenario.retry_after, scenario)
+            return reply
+
+        final = scenario.final
+        if isinstance(final, Fault):
+            return self._fault_reply(final, scenario, op.resource_uri)
+        end = _iso(op.completed_at or now)
+        if final == "Failed":
+            err = _full_error(
+                scenario.error
+                or {
+                    "code": "CheckpointDeleteFailed",
+                    "message": "The checkpoint could not be deleted (emulated).",
+                },
+                op.resource_uri,
+            )
+            if is_async:
+                return _Reply.json(
+                    200,
+                    {
+                        "id": op.async_url,
+                        "name": op.id,
+                        "status": "Failed",
+                        "startTime": _iso(op.created),
+                        "endTime": end,
+                        **err,
+                    },
+                )
+            return _Reply.json(400, err)
+        if final == "Canceled":
+            if is_async:
+                payload = {
+                    "id": op.async_url,
+                    "name": op.id,
+                    "status": "Canceled",
+                    "startTime": _iso(op.created),
+                    "endTime": end,
+                }
+                if scenario.error:
+                    payload.update(_full_error(scenario.error, op.resource_uri))
+                return _Reply.json(200, payload)
+            return _Reply.json(
+                400,
+                _full_error(
+                    scenario.error
+                    or {
+                        "code": "OperationCanceled",
+                        "message": "The operation was canceled (emulated).",
+                    },
+                    op.resource_uri,
+                ),
+            )
+        if is_async:
+            return _Reply.json(
+                200,
+                {
+                    "id": op.async_url,
+                    "name": op.id,
+                    "status": "Succeeded",
+                    "startTime": _iso(op.created),
+                    "endTime": end,
+                },
+            )
+        return _Reply(status=204 if final == "204" else 200)
+
+    def _fault_reply(self, fault: Fault, scenario: Scenario, target: str) -> _Reply:
+        if fault.drop:
+            return _Reply(drop=True, delay=fault.delay)
+        status = int(fault.status or 500)
+        if fault.error is not None:
+            reply = _Reply.json(status, _full_error(fault.error, target), delay=fault.delay)
+        else:
+            reply = _Reply(status=status, delay=fault.delay)
+        if fault.location:
+            reply.headers.append(("Location", fault.location))
+        self._add_retry_after(reply, fault.retry_after, scenario)
+        reply.headers.extend((str(k), str(v)) for k, v in fault.headers.items())
+        return reply
+
+    @staticmethod
+    def _add_retry_after(reply: _Reply, value: int | str | None, scenario: Scenario) -> None:
+        if value is None:
+            return
+        if isinstance(value, str):
+            reply.headers.append(("Retry-After", value))
+        elif scenario.retry_after_http_date:
+            reply.headers.append(("Retry-After", email.utils.formatdate(time.time() + int(value), usegmt=True)))
+        else:
+            reply.headers.append(("Retry-After", str(int(value))))
