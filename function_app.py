@@ -4,7 +4,7 @@ import logging
 
 import azure.functions as func
 
-from shared.runtime import POLL_BUDGET_SECONDS, get_services
+from shared.runtime import get_services
 from shared.settings import Settings, SettingsError
 
 app = func.FunctionApp()
@@ -24,7 +24,7 @@ def submit_checkpoint_deletion(msg: func.QueueMessage) -> None:
 @app.function_name("poll_checkpoint_operations")
 @app.timer_trigger(arg_name="timer", schedule="%POLL_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def poll_checkpoint_operations(timer: func.TimerRequest) -> None:
-    get_services().poller.run(POLL_BUDGET_SECONDS)
+    get_services().poll()
 
 
 @app.function_name("report_poisoned_requests")

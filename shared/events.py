@@ -64,13 +64,16 @@ def outcome_event(status: str, facts: dict, now: float, error: dict | None = Non
 
 
 class EventWriter:
-    """Writes events to the events queue; the queue copy is the one that is never skipped."""
+    """Writes events to the events queue (the copy that is never skipped), then to Event Grid if set."""
 
-    def __init__(self, events_queue):
+    def __init__(self, events_queue, forwarder=None):
         self._queue = events_queue
+        self._forwarder = forwarder  # an EventGridForwarder, or None
 
     def write(self, event: dict) -> None:
         self._queue.send_message(json.dumps(event, separators=(",", ":"), ensure_ascii=False))
+        if self._forwarder is not None:
+            self._forwarder.publish(event)
         error = event["data"].get("error") or {}
         logger.info(
             "requestId=%s correlationId=%s: event %s%s",

@@ -10,6 +10,7 @@ from pathlib import Path
 from azure.identity import ManagedIdentityCredential
 
 from .arm_client import DEFAULT_TIMEOUT, ArmClient
+from .eventgrid import PUBLISH_RETRY, EventGridForwarder
 from .events import EventWriter
 from .poll import Poller
 from .queues import open_queue
@@ -31,6 +32,13 @@ class Services:
     submitter: Submitter
     poller: Poller
     poison: PoisonHandler
+    forwarder: EventGridForwarder | None = None
+
+    def poll(self) -> None:
+        """One poll run: due operations, then events waiting for Event Grid."""
+        self.poller.run(POLL_BUDGET_SECONDS)
+        if self.forwarder is not None:
+            self.forwarder.retry_pending()
 
     def close(self) -> None:
         self.poller.close()
@@ -49,6 +57,7 @@ def build_services(
     *,
     submit_retry: RetryPolicy = SUBMIT_RETRY,
     poll_retry: RetryPolicy = POLL_RETRY,
+    publish_retry: RetryPolicy = PUBLISH_RETRY,
     arm_timeout: tuple[float, float] = DEFAULT_TIMEOUT,
 ) -> Services:
     credentials: dict[str | None, ManagedIdentityCredential] = {}
@@ -67,13 +76,21 @@ def build_services(
         credential(settings.client_id), settings.arm_endpoint, settings.arm_api_version, timeout=arm_timeout
     )
     tracking = TrackingStore(tracking_queue)
-    events = EventWriter(events_queue)
+    forwarder = None
+    if settings.eventgrid_topic_endpoint:
+        from azure.eventgrid import EventGridPublisherClient
+
+        publisher = EventGridPublisherClient(settings.eventgrid_topic_endpoint, credential(settings.client_id))
+        outbox = open_queue(settings.storage, settings.outbox_queue, storage_credential)
+        forwarder = EventGridForwarder(publisher, outbox, publish_retry)
+    events = EventWriter(events_queue, forwarder)
     return Services(
         settings=settings,
         arm=arm,
         submitter=Submitter(arm, tracking, events, max_deliveries=max_deliveries, retry=submit_retry),
         poller=Poller(arm, tracking, events, settings.operation_timeout_seconds, retry=poll_retry),
         poison=PoisonHandler(events),
+        forwarder=forwarder,
     )
 
 

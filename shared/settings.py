@@ -68,6 +68,11 @@ class Settings:
     def poison_queue(self) -> str:
         return f"{self.requests_queue}-poison"
 
+    @property
+    def outbox_queue(self) -> str:
+        """Events waiting to be published to Event Grid."""
+        return f"{self.events_queue}-outbox"
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
@@ -87,6 +92,10 @@ class Settings:
         if len(queues["CHECKPOINT_REQUESTS_QUEUE"]) > 56:
             raise SettingsError(
                 "CHECKPOINT_REQUESTS_QUEUE must be at most 56 characters so that its '-poison' queue is a valid name"
+            )
+        if len(queues["CHECKPOINT_EVENTS_QUEUE"]) > 56:
+            raise SettingsError(
+                "CHECKPOINT_EVENTS_QUEUE must be at most 56 characters so that its '-outbox' queue is a valid name"
             )
         if len(set(queues.values())) != 3:
             raise SettingsError(

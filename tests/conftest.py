@@ -61,6 +61,14 @@ def arm(ca, identity):
         yield emulator
 
 
+@pytest.fixture(scope="session")
+def topic(ca, identity):
+    from localdev.eventgrid_endpoint import EventGridEndpoint
+
+    with EventGridEndpoint(ca, identity) as endpoint:
+        yield endpoint
+
+
 @pytest.fixture
 def spec_dir():
     if not SPEC_DIR.is_dir():
@@ -170,6 +178,7 @@ def make_app(monkeypatch, azurite, identity, arm):
             max_deliveries=int(queue_host_settings()["maxDequeueCount"]),
             submit_retry=RetryPolicy(attempts=3, base_delay=0.05, max_delay=2.0),
             poll_retry=RetryPolicy(attempts=4, base_delay=0.05, max_delay=2.0),
+            publish_retry=RetryPolicy(attempts=3, base_delay=1.0, max_delay=1.0),
             arm_timeout=(2.0, 1.5),
         )
         install_services(services)

@@ -1,0 +1,69 @@
+"""Optional publishing of every event to an Event Grid topic (CloudEvents, managed identity),
+against a local HTTPS stand-in of the topic's publish endpoint."""
+
+import json
+import time
+
+from conftest import new_resource_uri
+from localdev.arm_emulator import Scenario
+
+
+def _outbox(app):
+    return app.services.forwarder._outbox
+
+
+def test_every_event_also_goes_to_the_topic_with_an_eventgrid_token(make_app, arm, topic, identity):
+    topic.clear()
+    app = make_app(EVENTGRID_TOPIC_ENDPOINT=topic.endpoint)
+    arm.default = Scenario(done_after_polls=1)
+    app.send({"resourceUri": new_resource_uri(), "requestId": "eg-1", "correlationId": "c"})
+    queue_events = app.run(["eg-1"])["eg-1"]
+    assert [e["type"] for e in queue_events] == ["ScVmm.CheckpointDelete.Accepted", "ScVmm.CheckpointDelete.Succeeded"]
+    assert topic.events == queue_events  # the same CloudEvents, as written to the queue
+    assert topic.rejected == []
+    assert ("https://eventgrid.azure.net", None) in [(r.rstrip("/"), c) for r, c in identity.issued]
+
+
+def test_an_outage_of_the_topic_loses_no_event(make_app, arm, topic):
+    topic.clear()
+    app = make_app(EVENTGRID_TOPIC_ENDPOINT=topic.endpoint)
+    arm.default = Scenario(done_after_polls=1)
+    topic.outage = True
+    ids = ["eg-out-1", "eg-out-2"]
+    for request_id in ids:
+        app.send({"resourceUri": new_resource_uri(), "requestId": request_id})
+    by_request = app.run(ids)
+    queue_events = [e for rid in ids for e in by_request[rid]]
+    assert len(queue_events) == 4  # the queue copy is written whatever the topic does
+    assert topic.events == []
+    assert topic.refused_during_outage >= 4
+    assert _outbox(app).get_queue_properties().approximate_message_count == 4
+
+    topic.outage = False
+    deadline = time.monotonic() + 15
+    while len(topic.events) < 4 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        app.poll()  # each poll run publishes what waits in the outbox
+    assert sorted(e["id"] for e in topic.events) == sorted(e["id"] for e in queue_events)
+    assert sorted(json.dumps(e, sort_keys=True) for e in topic.events) == sorted(
+        json.dumps(e, sort_keys=True) for e in queue_events
+    )
+    assert _outbox(app).get_queue_properties().approximate_message_count == 0
+    assert topic.rejected == []
+
+
+def test_events_that_never_get_through_stay_on_the_queue(make_app, arm, topic):
+    topic.clear()
+    app = make_app(EVENTGRID_TOPIC_ENDPOINT=topic.endpoint)
+    arm.default = Scenario(submit="done_200")
+    topic.outage = True
+    app.send({"resourceUri": new_resource_uri(), "requestId": "eg-never"})
+    app.run(["eg-never"])
+    deadline = time.monotonic() + 15
+    while _outbox(app).get_queue_properties().approximate_message_count and time.monotonic() < deadline:
+        time.sleep(0.5)
+        app.poll()
+    assert _outbox(app).get_queue_properties().approximate_message_count == 0  # the budget (3 tries) is spent
+    assert topic.events == []
+    assert [e["id"] for e in app.events()] == ["eg-never:succeeded"]
+    topic.outage = False
