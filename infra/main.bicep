@@ -1,0 +1,325 @@
+// Azure deployment of the SCVMM checkpoint-deletion function app (azd layout, subscription scope).
+//
+// Creates one resource group with: a user-assigned managed identity (used for everything), a
+// storage account without shared-key access (host storage, deployment package container and the
+// app's four queues), Log Analytics + Application Insights (local auth disabled) and a Flex
+// Consumption (FC1) Linux function app running Python. Grants the identity the data-plane roles it
+// needs on storage and App Insights, and "Azure Arc ScVmm VM Contributor" on the resource group (or
+// subscription) that holds the Arc-enabled SCVMM machines. No keys or connection strings are read.
+//
+// Deploy with `azd up` (parameters come from main.parameters.json and the azd environment) or with
+// `az deployment sub create --location <region> --template-file infra/main.bicep --parameters ...`.
+// See docs/deploy.md.
+
+targetScope = 'subscription'
+
+// ---------------------------------------------------------------------------------------------
+// Environment
+// ---------------------------------------------------------------------------------------------
+
+@minLength(1)
+@maxLength(64)
+@description('Name of the environment (azd: AZURE_ENV_NAME); used in the resource group name and to derive unique resource names.')
+param environmentName string
+
+@minLength(1)
+@description('Region for all resources. It must offer the Flex Consumption plan: az functionapp list-flexconsumption-locations -o table')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@description('Resource group to create or reuse; empty = rg-<environmentName>.')
+param resourceGroupName string = ''
+
+@description('Function app name (globally unique); empty = func-api-<token>.')
+param functionAppName string = ''
+
+@maxLength(24)
+@description('Storage account name (3-24 lowercase letters and digits, globally unique); empty = st<token>.')
+param storageAccountName string = ''
+
+@description('Object id of a user or service principal that may put and read queue messages (azd fills AZURE_PRINCIPAL_ID with the signed-in user). Empty = no such role assignment.')
+param principalId string = ''
+
+@allowed([
+  'User'
+  'ServicePrincipal'
+  'Group'
+])
+@description('Kind of principal principalId names.')
+param principalType string = 'User'
+
+// ---------------------------------------------------------------------------------------------
+// Access to Azure Resource Manager (the SCVMM machines)
+// ---------------------------------------------------------------------------------------------
+
+@allowed([
+  'resourceGroup'
+  'subscription'
+])
+@description('Where "Azure Arc ScVmm VM Contributor" is assigned to the app identity: the resource group scvmmResourceGroupName (narrowest), or the whole subscription.')
+param scvmmRoleScope string = 'resourceGroup'
+
+@description('Resource group holding the Arc-enabled SCVMM machines (Microsoft.HybridCompute/machines) whose checkpoints are deleted. Required when scvmmRoleScope is resourceGroup; it must already exist.')
+param scvmmResourceGroupName string = ''
+
+@description('Subscription of those machines; empty = the deployment subscription.')
+param scvmmSubscriptionId string = ''
+
+@description('ARM_ENDPOINT: ARM base URL (https). Empty = the resource manager of the cloud deployed to (environment().resourceManager, e.g. https://management.azure.com).')
+param armEndpoint string = ''
+
+@description('ARM_API_VERSION: api-version sent to Microsoft.ScVmm.')
+param armApiVersion string = '2024-06-01'
+
+// ---------------------------------------------------------------------------------------------
+// App behaviour (contract section 2)
+// ---------------------------------------------------------------------------------------------
+
+@minLength(3)
+@maxLength(56) // so that '<name>-poison' is still a valid queue name (63 characters at most)
+@description('CHECKPOINT_REQUESTS_QUEUE: where producers put deletion requests. Its poison queue <name>-poison is created too.')
+param requestsQueueName string = 'checkpoint-delete-requests'
+
+@minLength(3)
+@maxLength(63)
+@description('CHECKPOINT_TRACKING_QUEUE: pending operations, one message each.')
+param trackingQueueName string = 'checkpoint-delete-tracking'
+
+@minLength(3)
+@maxLength(56) // so that '<name>-outbox' is still a valid queue name
+@description('CHECKPOINT_EVENTS_QUEUE: where outcome events (CloudEvents JSON) go. With Event Grid, its outbox queue <name>-outbox is created too.')
+param eventsQueueName string = 'checkpoint-delete-events'
+
+@description('POLL_SCHEDULE: NCRONTAB (six fields, seconds first, UTC) of the polling timer. Empty = every 15 seconds.')
+param pollSchedule string = '*/15 * * * * *'
+
+@minValue(1)
+@description('OPERATION_TIMEOUT_SECONDS: an operation still running this long after submission fails with OperationTimedOut.')
+param operationTimeoutSeconds int = 86400
+
+@description('EVENTGRID_TOPIC_ENDPOINT: Event Grid custom topic endpoint that every event is also published to. Empty = taken from eventGridTopicResourceId when that is given, else unset (queue only).')
+param eventGridTopicEndpoint string = ''
+
+@description('Resource id of that Event Grid custom topic (Microsoft.EventGrid/topics). When given, the identity gets "EventGrid Data Sender" on it. Empty = no role assignment.')
+param eventGridTopicResourceId string = ''
+
+// ---------------------------------------------------------------------------------------------
+// Hosting
+// ---------------------------------------------------------------------------------------------
+
+@allowed([
+  '3.11'
+  '3.12'
+])
+@description('Python version of the Flex Consumption runtime.')
+param pythonVersion string = '3.11'
+
+@minValue(40) // the lowest maximum the Flex Consumption plan accepts
+@maxValue(1000)
+@description('Most instances the app may scale out to. The work is a trickle of ARM calls that ARM throttles per principal, so the lowest allowed value is plenty.')
+param maximumInstanceCount int = 40
+
+@allowed([
+  512
+  2048
+  4096
+])
+@description('Memory of each instance in MB.')
+param instanceMemoryMB int = 2048
+
+// ---------------------------------------------------------------------------------------------
+// Names and derived values
+// ---------------------------------------------------------------------------------------------
+
+var abbrs = loadJsonContent('abbreviations.json')
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+var apiTags = union(tags, {
+  'azd-service-name': 'api'
+})
+
+var appName = !empty(functionAppName) ? functionAppName : '${abbrs.webSitesFunctions}api-${resourceToken}'
+var deploymentContainerName = toLower('app-package-${take(appName, 32)}-${take(resourceToken, 7)}')
+
+// The app reads ARM_ENDPOINT without a trailing slash; environment().resourceManager has one.
+var armEndpointRaw = !empty(armEndpoint) ? armEndpoint : environment().resourceManager
+var armEndpointValue = endsWith(armEndpointRaw, '/') ? substring(armEndpointRaw, 0, length(armEndpointRaw) - 1) : armEndpointRaw
+var pollScheduleValue = !empty(pollSchedule) ? pollSchedule : '*/15 * * * * *'
+
+var poisonQueueName = '${requestsQueueName}-poison'
+var queueNames = [
+  requestsQueueName
+  poisonQueueName
+  trackingQueueName
+  eventsQueueName
+]
+// With Event Grid, events the topic did not take wait in '<events queue>-outbox' for the next poll.
+var eventGridEnabled = !empty(eventGridTopicEndpoint) || !empty(eventGridTopicResourceId)
+var outboxQueueName = '${eventsQueueName}-outbox'
+var outboxQueueNames = [
+  outboxQueueName
+]
+var allQueueNames = eventGridEnabled ? concat(queueNames, outboxQueueNames) : queueNames
+
+// Built-in role definitions assigned here (ids are the same in every cloud).
+var scvmmVmContributorRoleId = 'e582369a-e17b-42a5-b10c-874c387c530b' // Azure Arc ScVmm VM Contributor
+var eventGridDataSenderRoleId = 'd5a91429-5739-47e2-a06b-3470a27159e7' // EventGrid Data Sender
+
+var scvmmSubscription = !empty(scvmmSubscriptionId) ? scvmmSubscriptionId : subscription().subscriptionId
+// An empty name would give an obscure ARM error; this one names the missing parameter instead.
+var scvmmResourceGroup = !empty(scvmmResourceGroupName) ? scvmmResourceGroupName : 'set-scvmmResourceGroupName-or-use-scvmmRoleScope-subscription'
+var scvmmRoleScopeId = scvmmRoleScope == 'subscription' ? '/subscriptions/${scvmmSubscription}' : '/subscriptions/${scvmmSubscription}/resourceGroups/${scvmmResourceGroup}'
+
+// /subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.EventGrid/topics/{name}
+var topicIdOrPlaceholder = !empty(eventGridTopicResourceId) ? eventGridTopicResourceId : '/subscriptions/none/resourceGroups/none/providers/Microsoft.EventGrid/topics/none'
+var topicIdParts = split(topicIdOrPlaceholder, '/')
+
+// ---------------------------------------------------------------------------------------------
+// Resources
+// ---------------------------------------------------------------------------------------------
+
+resource rg 'Microsoft.Resources/resourceGroups@2022-09-01' = {
+  name: !empty(resourceGroupName) ? resourceGroupName : '${abbrs.resourcesResourceGroups}${environmentName}'
+  location: location
+  tags: tags
+}
+
+module identity 'app/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: '${abbrs.managedIdentityUserAssignedIdentities}api-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module monitoring 'app/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: '${abbrs.operationalInsightsWorkspaces}${resourceToken}'
+    applicationInsightsName: '${abbrs.insightsComponents}${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'app/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: !empty(storageAccountName) ? storageAccountName : '${abbrs.storageStorageAccounts}${resourceToken}'
+    location: location
+    tags: tags
+    deploymentContainerName: deploymentContainerName
+    queueNames: allQueueNames
+  }
+}
+
+module rbac 'app/rbac.bicep' = {
+  name: 'rbac'
+  scope: rg
+  params: {
+    storageAccountName: storage.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    identityPrincipalId: identity.outputs.principalId
+    userPrincipalId: principalId
+    userPrincipalType: principalType
+  }
+}
+
+// "Azure Arc ScVmm VM Contributor" for the app identity: it holds
+// Microsoft.ScVmm/virtualMachineInstances/* (deleteCheckpoint/action among them) and read access to
+// operation results. Deployed at the narrowest scope chosen.
+module scvmmRoleResourceGroup 'app/role-assignment-rg.bicep' = if (scvmmRoleScope == 'resourceGroup') {
+  name: 'scvmm-role-rg-${resourceToken}'
+  scope: resourceGroup(scvmmSubscription, scvmmResourceGroup)
+  params: {
+    principalId: identity.outputs.principalId
+    roleDefinitionId: scvmmVmContributorRoleId
+    assignmentDescription: 'Checkpoint deletion function app ${appName}: deleteCheckpoint and operation status on Arc SCVMM VM instances'
+  }
+}
+
+module scvmmRoleSubscription 'app/role-assignment-subscription.bicep' = if (scvmmRoleScope == 'subscription') {
+  name: 'scvmm-role-sub-${resourceToken}'
+  scope: subscription(scvmmSubscription)
+  params: {
+    principalId: identity.outputs.principalId
+    roleDefinitionId: scvmmVmContributorRoleId
+    assignmentDescription: 'Checkpoint deletion function app ${appName}: deleteCheckpoint and operation status on Arc SCVMM VM instances'
+  }
+}
+
+// Optional Event Grid custom topic: "EventGrid Data Sender" on the topic itself.
+module eventGridRole 'app/eventgrid-role.bicep' = if (!empty(eventGridTopicResourceId)) {
+  name: 'eventgrid-role-${resourceToken}'
+  scope: resourceGroup(topicIdParts[2], topicIdParts[4])
+  params: {
+    topicName: topicIdParts[8]
+    principalId: identity.outputs.principalId
+    roleDefinitionId: eventGridDataSenderRoleId
+  }
+}
+
+var eventGridEndpointValue = !empty(eventGridTopicEndpoint) ? eventGridTopicEndpoint : (!empty(eventGridTopicResourceId) ? eventGridRole.outputs.endpoint : '')
+
+module api 'app/function.bicep' = {
+  name: 'api'
+  scope: rg
+  params: {
+    name: appName
+    planName: '${abbrs.webServerFarms}${resourceToken}'
+    location: location
+    tags: apiTags
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    storageAccountName: storage.outputs.name
+    deploymentContainerName: deploymentContainerName
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    pythonVersion: pythonVersion
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+    requestsQueueName: requestsQueueName
+    trackingQueueName: trackingQueueName
+    eventsQueueName: eventsQueueName
+    armEndpoint: armEndpointValue
+    armApiVersion: armApiVersion
+    pollSchedule: pollScheduleValue
+    operationTimeoutSeconds: operationTimeoutSeconds
+    eventGridTopicEndpoint: eventGridEndpointValue
+  }
+  // The host starts as soon as the site exists: let it find its roles already in place.
+  dependsOn: [
+    rbac
+  ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outputs (azd stores them in .azure/<env>/.env)
+// ---------------------------------------------------------------------------------------------
+
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_APP_NAME string = api.outputs.name
+output SERVICE_API_NAME string = api.outputs.name
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output AZURE_STORAGE_QUEUE_ENDPOINT string = storage.outputs.queueEndpoint
+output AZURE_MANAGED_IDENTITY_NAME string = identity.outputs.name
+output AZURE_MANAGED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+output AZURE_MANAGED_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
+output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
+output CHECKPOINT_REQUESTS_QUEUE string = requestsQueueName
+output CHECKPOINT_POISON_QUEUE string = poisonQueueName
+output CHECKPOINT_TRACKING_QUEUE string = trackingQueueName
+output CHECKPOINT_EVENTS_QUEUE string = eventsQueueName
+output ARM_ENDPOINT string = armEndpointValue
+output SCVMM_ROLE_ASSIGNMENT_SCOPE string = scvmmRoleScopeId
