@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import email.utils
 import json
-import logging
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -19,9 +19,10 @@ import requests
 from azure.core.exceptions import AzureError
 from requests.adapters import HTTPAdapter
 
+from .logs import get_logger
 from .request import DeletionRequest
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 OPERATION_PATH = "/providers/Microsoft.ScVmm/virtualMachineInstances/default/deleteCheckpoint"
 PUBLIC_CLOUD_SCOPE = "https://management.azure.com/.default"
@@ -126,7 +127,7 @@ class ArmClient:
 
     def delete_checkpoint(self, request: DeletionRequest) -> ArmAnswer:
         body = {"id": request.checkpoint_id} if request.checkpoint_id is not None else {}
-        response = self._send("POST", self.operation_url(request.resource_uri), request.request_id, json_body=body)
+        response = self._send("POST", self.operation_url(request.resource_uri), json_body=body)
         if isinstance(response, ArmAnswer):
             return response
         if response.status_code == 202:
@@ -148,13 +149,13 @@ class ArmClient:
             return ArmAnswer(SUCCEEDED, response.status_code)
         return self._unsuccessful(response, error_body_is_final=False)
 
-    def operation_status(self, url: str, request_id: str, *, is_async: bool) -> ArmAnswer:
+    def operation_status(self, url: str, *, is_async: bool) -> ArmAnswer:
         """GET a status URL (Location, or Azure-AsyncOperation when `is_async`)."""
         if not self.is_trusted(url):
             return ArmAnswer(
                 FAILED, error=app_error("UntrustedOperationUrl", f"status URL is outside ARM_ENDPOINT: {url}")
             )
-        response = self._send("GET", url, request_id)
+        response = self._send("GET", url)
         if isinstance(response, ArmAnswer):
             return response
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
@@ -226,11 +227,11 @@ class ArmClient:
                     token = self._token = self._credential.get_token(self._scope)
         return token.token
 
-    def _send(self, method: str, url: str, request_id: str, json_body=None) -> requests.Response | ArmAnswer:
+    def _send(self, method: str, url: str, json_body=None) -> requests.Response | ArmAnswer:
         try:
             token = self._bearer_token()
         except AzureError as exc:
-            logger.warning("requestId=%s: token request failed: %s", request_id, type(exc).__name__)
+            logger.warning("token request failed: %s", type(exc).__name__)
             return ArmAnswer(
                 TRANSIENT,
                 error=app_error("TokenRequestFailed", f"could not get a managed identity token: {exc.message}"),
@@ -238,7 +239,7 @@ class ArmClient:
         headers = {
             "Authorization": f"Bearer {token}",
             "Accept": "application/json",
-            "x-ms-client-request-id": request_id,
+            "x-ms-client-request-id": str(uuid.uuid4()),  # ARM's support can trace a call by it
         }
         data = None
         if json_body is not None:
@@ -250,21 +251,21 @@ class ArmClient:
                 method, url, headers=headers, data=data, timeout=self._timeout, allow_redirects=False
             )
         except requests.Timeout:
-            logger.warning("requestId=%s: %s timed out", request_id, method)
+            logger.warning("%s timed out", method)
             return ArmAnswer(
                 TRANSIENT, error=app_error("Timeout", f"ARM did not answer the {method} within {self._timeout[1]:g} s")
             )
         except requests.RequestException as exc:
-            logger.warning("requestId=%s: %s failed: %s", request_id, method, type(exc).__name__)
+            logger.warning("%s failed: %s", method, type(exc).__name__)
             return ArmAnswer(
                 TRANSIENT, error=app_error("ConnectionError", f"could not reach ARM: {type(exc).__name__}")
             )
         logger.info(
-            "requestId=%s: %s %s -> %s in %.0f ms",
-            request_id,
+            "%s %s -> %s in %.0f ms (x-ms-client-request-id %s)",
             method,
             urlsplit(url).path,
             response.status_code,
             (time.monotonic() - started) * 1000,
+            headers["x-ms-client-request-id"],
         )
         return response

@@ -9,14 +9,14 @@ copy still holds it).
 from __future__ import annotations
 
 import json
-import logging
 from collections import Counter
 
 from azure.core.exceptions import AzureError
 
+from .logs import get_logger, request_scope
 from .retry import RetryPolicy
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 PUBLISH_RETRY = RetryPolicy(attempts=30, base_delay=10.0, max_delay=600.0)  # about 4 hours of tries
 OUTBOX_BATCH = 32
@@ -36,8 +36,7 @@ class EventGridForwarder:
             return True
         except AzureError as exc:
             logger.warning(
-                "requestId=%s: Event Grid did not take event %s (%s); kept in the outbox",
-                event["data"].get("requestId"),
+                "Event Grid did not take event %s (%s); kept in the outbox",
                 event["id"],
                 type(exc).__name__,
             )
@@ -74,13 +73,12 @@ class EventGridForwarder:
         attempts = record["attempts"] + 1
         event = record["event"]
         if attempts > self._retry.attempts:
-            logger.error(
-                "requestId=%s: event %s was not published to Event Grid after %d tries; "
-                "it stays on the events queue only",
-                event["data"].get("requestId"),
-                event["id"],
-                attempts - 1,
-            )
+            with request_scope(event["data"].get("requestId"), event["data"].get("correlationId")):
+                logger.error(
+                    "event %s was not published to Event Grid after %d tries; it stays on the events queue only",
+                    event["id"],
+                    attempts - 1,
+                )
             self._outbox.delete_message(message)
             return "dropped"
         delay = int(self._retry.delay(attempts))

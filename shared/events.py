@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import logging
 from datetime import UTC, datetime
 
-logger = logging.getLogger(__name__)
+from .logs import get_logger
+
+logger = get_logger(__name__)
 
 ACCEPTED = "Accepted"
 SUCCEEDED = "Succeeded"
@@ -76,9 +77,7 @@ class EventWriter:
             self._forwarder.publish(event)
         error = event["data"].get("error") or {}
         logger.info(
-            "requestId=%s correlationId=%s: event %s%s",
-            event["data"].get("requestId"),
-            event["data"].get("correlationId"),
+            "event %s%s",
             event["type"],
             f" ({error.get('code')})" if error else "",
         )

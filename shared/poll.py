@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -11,11 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 from . import arm_client as arm
 from .arm_client import ArmAnswer, ArmClient, app_error
 from .events import FAILED, SUCCEEDED, EventWriter, outcome_event
+from .logs import get_logger, request_scope
 from .retry import POLL_RETRY, RetryPolicy
 from .submit import DEFAULT_RETRY_AFTER, retries_exhausted
 from .tracking import Operation, TrackingStore, visibility_delay
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 BATCH_SIZE = 32
 LEASE_SECONDS = 120  # how long a taken operation stays hidden from other runs
@@ -70,7 +70,8 @@ class Poller:
             self._tracking.remove(message)
             return "discarded"
         try:
-            return self._poll_one(message, operation)
+            with request_scope(operation.requestId, operation.correlationId):
+                return self._poll_one(message, operation)
         except Exception:  # the message reappears after its lease and is polled again
             logger.exception("requestId=%s: polling failed; retried after the lease", operation.requestId)
             return "error"
@@ -82,7 +83,7 @@ class Poller:
             )
             return self._finish(message, operation, FAILED, error)
 
-        answer = self._arm.operation_status(operation.statusUrl, operation.requestId, is_async=operation.isAsync)
+        answer = self._arm.operation_status(operation.statusUrl, is_async=operation.isAsync)
         if answer.status_code is not None:
             operation.pollCount += 1
         if answer.state == arm.RUNNING:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import logging
-
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient
 
+from .logs import get_logger
 from .settings import StorageConnection
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 def open_queue(storage: StorageConnection, name: str, credential=None) -> QueueClient:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import logging
 import re
 from dataclasses import dataclass, field
 
-logger = logging.getLogger(__name__)
+from .logs import get_logger
+
+logger = get_logger(__name__)
 
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_RESOURCE_URI = 1024

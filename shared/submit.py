@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 
 from . import arm_client as arm
 from .arm_client import ArmAnswer, ArmClient, app_error
 from .events import ACCEPTED, FAILED, SUCCEEDED, EventWriter, outcome_event
+from .logs import get_logger, request_scope
 from .request import DeletionRequest, InvalidRequest, decode_request
 from .retry import SUBMIT_RETRY, RetryPolicy
 from .tracking import Operation, TrackingStore, visibility_delay
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 DEFAULT_RETRY_AFTER = 60  # seconds, when ARM sends no Retry-After
 
@@ -54,11 +54,15 @@ class Submitter:
         try:
             request = decode_request(body, message_id)
         except InvalidRequest as invalid:
-            logger.warning("requestId=%s: invalid request: %s", invalid.fields.get("requestId"), invalid.message)
-            error = app_error("InvalidRequest", invalid.message, invalid.target)
-            self._events.write(outcome_event(FAILED, invalid.fields, self._clock(), error))
+            with request_scope(invalid.fields.get("requestId"), invalid.fields.get("correlationId")):
+                logger.warning("invalid request: %s", invalid.message)
+                error = app_error("InvalidRequest", invalid.message, invalid.target)
+                self._events.write(outcome_event(FAILED, invalid.fields, self._clock(), error))
             return "invalid"
+        with request_scope(request.request_id, request.correlation_id):
+            return self._submit(request, dequeue_count)
 
+    def _submit(self, request: DeletionRequest, dequeue_count: int) -> str:
         answer = self._delete_checkpoint(request)
         now = self._clock()
         facts = _request_facts(request)
@@ -74,8 +78,7 @@ class Submitter:
             return "failed"
         if dequeue_count < self._max_deliveries:
             logger.warning(
-                "requestId=%s: delivery %d of %d ends in a transient failure (%s); the queue will redeliver it",
-                request.request_id,
+                "delivery %d of %d ends in a transient failure (%s); the queue will redeliver it",
                 dequeue_count,
                 self._max_deliveries,
                 (answer.error or {}).get("code"),
@@ -96,8 +99,7 @@ class Submitter:
             if answer.retry_after is not None and answer.retry_after > self._retry.max_delay:
                 return answer  # ARM asks for a longer pause than a delivery should hold a worker
             logger.info(
-                "requestId=%s: transient failure %s, try %d again in %.1f s",
-                request.request_id,
+                "transient failure %s, try %d again in %.1f s",
                 (answer.error or {}).get("code"),
                 attempt + 1,
                 wait,
@@ -145,4 +147,6 @@ class PoisonHandler:
         error = app_error(
             "RetriesExhausted", "the request message was moved to the poison queue after its last delivery failed"
         )
-        self._events.write(outcome_event(FAILED, {**facts, "completedAt": now}, now, error))
+        with request_scope(facts.get("requestId"), facts.get("correlationId")):
+            logger.error("the request landed in the poison queue (message %s)", message_id)
+            self._events.write(outcome_event(FAILED, {**facts, "completedAt": now}, now, error))

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 
+from .logs import get_logger
 from .request import DeletionRequest
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 MAX_DELAY_SECONDS = 600  # a status URL is looked at again after 10 minutes at the latest
 

@@ -415,11 +415,14 @@ def test_one_token_and_one_connection_serve_many_calls(app, arm, identity):
 
 def test_no_token_in_logs_or_events(app, arm, caplog):
     caplog.set_level("DEBUG")
-    events = one_request(app, {"resourceUri": new_resource_uri(), "requestId": "r-logs"})
+    events = one_request(app, {"resourceUri": new_resource_uri(), "requestId": "r-logs", "correlationId": "c-logs"})
     token = app.services.arm._credential.get_token("https://management.azure.com/.default").token  # the cached one
     assert token not in caplog.text
     assert token not in json.dumps(events)
-    assert "requestId=r-logs" in caplog.text
+    # every line about this request, from the ARM client and the event writer among others
+    app_lines = [r.getMessage() for r in caplog.records if r.name.startswith("shared.") and r.name != "shared.poll"]
+    assert len(app_lines) >= 4  # a POST, a GET, two events
+    assert all(line.startswith("requestId=r-logs correlationId=c-logs: ") for line in app_lines), app_lines
 
 
 def test_poll_timer_runs_as_a_timer(app):
