@@ -308,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
         help="count what waits in the app's queues",
         description="Requests waiting, operations in flight (and the oldest visible one's age), "
-        "events waiting, poison messages.",
+        "events waiting, poison messages, events waiting to be published to Event Grid.",
         epilog=STATUS_EXAMPLES,
     )
     status.add_argument("--json", action="store_true", help="print one JSON object")
@@ -604,6 +604,7 @@ def run_status(args: argparse.Namespace) -> int:
         "tracking": queues.client(target.tracking_queue),
         "events": queues.client(target.events_queue),
         "poison": queues.client(target.poison_queue),
+        "outbox": queues.client(target.outbox_queue),
     }
     report: dict = {"queueService": public_url(clients["requests"]).rsplit("/", 1)[0]}
     for role, client in clients.items():
@@ -621,6 +622,7 @@ def run_status(args: argparse.Namespace) -> int:
         "tracking": "operations in flight",
         "events": "events waiting",
         "poison": "poison messages",
+        "outbox": "events for Event Grid",
     }
     _out(f"queue service: {report['queueService']}")
     for role, label in labels.items():

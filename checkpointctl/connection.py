@@ -43,6 +43,7 @@ class Target:
     tracking_queue: str
     events_queue: str
     poison_queue: str
+    outbox_queue: str
 
 
 def resolve_target(
@@ -88,6 +89,7 @@ def resolve_target(
         tracking_queue=settings.tracking_queue,
         events_queue=settings.events_queue,
         poison_queue=settings.poison_queue,
+        outbox_queue=settings.outbox_queue,
     )
 
 

@@ -42,6 +42,7 @@ def queues(cli_azurite):
     prefix = f"t{uuid.uuid4().hex[:12]}"
     names = {"requests": f"{prefix}-req", "events": f"{prefix}-evt", "tracking": f"{prefix}-trk"}
     names["poison"] = f"{names['requests']}-poison"
+    names["outbox"] = f"{names['events']}-outbox"
 
     class Queues:
         flags = [
@@ -474,12 +475,14 @@ def test_status_counts_every_queue(capsys, queues):
     for status in ("Accepted", "Succeeded", "Accepted"):
         events.send_message(event(status, "r1"))
     queues.created("poison").send_message(GOOD_LINE)
+    queues.created("outbox").send_message(json.dumps({"attempts": 1, "event": json.loads(event("Accepted", "r1"))}))
 
     code, out, _ = run(capsys, "status", *queues.flags, "--json")
     assert code == 0
     report = json.loads(out)
-    counts = {role: report[role]["approximateMessageCount"] for role in ("requests", "tracking", "events", "poison")}
-    assert counts == {"requests": 2, "tracking": 2, "events": 3, "poison": 1}
+    roles = ("requests", "tracking", "events", "poison", "outbox")
+    counts = {role: report[role]["approximateMessageCount"] for role in roles}
+    assert counts == {"requests": 2, "tracking": 2, "events": 3, "poison": 1, "outbox": 1}
     oldest = report["tracking"]["oldestVisible"]
     assert oldest["peeked"] == 1  # the invisible (older) one cannot be peeked
     assert 120 <= oldest["ageSeconds"] < 160
@@ -488,7 +491,12 @@ def test_status_counts_every_queue(capsys, queues):
     code, out, _ = run(capsys, "status", *queues.flags)
     assert code == 0
     assert "oldest visible one" in out and "2m" in out
-    for label, count in (("requests waiting", 2), ("operations in flight", 2), ("events waiting", 3)):
+    for label, count in (
+        ("requests waiting", 2),
+        ("operations in flight", 2),
+        ("events waiting", 3),
+        ("events for Event Grid", 1),
+    ):
         [line] = [line for line in out.splitlines() if line.startswith(label)]
         assert line.split()[-2] == str(count)
 
@@ -497,5 +505,5 @@ def test_status_of_queues_not_created_yet(capsys, queues):
     code, out, _ = run(capsys, "status", *queues.flags, "--json")
     assert code == 0
     report = json.loads(out)
-    assert [report[role]["exists"] for role in ("requests", "tracking", "events", "poison")] == [False] * 4
+    assert [report[role]["exists"] for role in ("requests", "tracking", "events", "poison", "outbox")] == [False] * 5
     assert report["tracking"]["oldestVisible"] is None
