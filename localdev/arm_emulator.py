@@ -46,12 +46,14 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import jsonschema
+
+from localdev.servers import LoopbackServer
 
 __all__ = [
     "ArmEmulator",
@@ -500,52 +502,12 @@ class _Handler(BaseHTTPRequestHandler):
         _LOG.debug("%s: " + format, self.server.name, *args)  # type: ignore[attr-defined]
 
 
-class _TLSServer(ThreadingHTTPServer):
-    """Threaded HTTPS server; the TLS handshake runs in the connection's own thread."""
-
-    daemon_threads = True
-    request_queue_size = 256
-    allow_reuse_address = False
+class _TLSServer(LoopbackServer):
+    """HTTPS listener whose handler hands each request to `on_request`."""
 
     def __init__(self, host: str, ctx: ssl.SSLContext, name: str, on_request: Callable, on_connect: Callable):
-        self.ssl_ctx = ctx
-        self.name = name
         self.on_request = on_request
-        self.on_connect = on_connect
-        self._live: set = set()
-        self._live_lock = threading.Lock()
-        super().__init__((host, 0), _Handler)
-
-    def finish_request(self, request: socket.socket, client_address: Any) -> None:
-        try:
-            request.settimeout(30)
-            tls = self.ssl_ctx.wrap_socket(request, server_side=True)
-            tls.settimeout(None)
-        except (OSError, ssl.SSLError) as exc:
-            _LOG.debug("%s: TLS handshake failed: %s", self.name, exc)
-            return
-        tls.conn_id = self.on_connect()  # type: ignore[attr-defined]
-        with self._live_lock:
-            self._live.add(tls)
-        try:
-            self.RequestHandlerClass(tls, client_address, self)
-        except (OSError, ssl.SSLError):
-            pass
-        finally:
-            with self._live_lock:
-                self._live.discard(tls)
-            with contextlib.suppress(OSError):
-                tls.close()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        _LOG.debug("%s: error while handling a connection", self.name, exc_info=True)
-
-    def close_live_connections(self) -> None:
-        with self._live_lock:
-            live = list(self._live)
-        for s in live:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
+        super().__init__(host, _Handler, name, ssl_context=ctx, on_connect=on_connect)
 
 
 # ================================================================================================
@@ -1151,62 +1113,27 @@ class ArmEmulator:
         if isinstance(final, Fault):
             return self._fault_reply(final, scenario, op.resource_uri)
         end = _iso(op.completed_at or now)
+
+        def async_status(status: str, error: dict | None = None) -> _Reply:
+            body = {"id": op.async_url, "name": op.id, "status": status, "startTime": _iso(op.created), "endTime": end}
+            return _Reply.json(200, {**body, **(error or {})})
+
         if final == "Failed":
             err = _full_error(
                 scenario.error
-                or {
-                    "code": "CheckpointDeleteFailed",
-                    "message": "The checkpoint could not be deleted (emulated).",
-                },
+                or {"code": "CheckpointDeleteFailed", "message": "The checkpoint could not be deleted (emulated)."},
                 op.resource_uri,
             )
-            if is_async:
-                return _Reply.json(
-                    200,
-                    {
-                        "id": op.async_url,
-                        "name": op.id,
-                        "status": "Failed",
-                        "startTime": _iso(op.created),
-                        "endTime": end,
-                        **err,
-                    },
-                )
-            return _Reply.json(400, err)
+            return async_status("Failed", err) if is_async else _Reply.json(400, err)
         if final == "Canceled":
             if is_async:
-                payload = {
-                    "id": op.async_url,
-                    "name": op.id,
-                    "status": "Canceled",
-                    "startTime": _iso(op.created),
-                    "endTime": end,
-                }
-                if scenario.error:
-                    payload.update(_full_error(scenario.error, op.resource_uri))
-                return _Reply.json(200, payload)
-            return _Reply.json(
-                400,
-                _full_error(
-                    scenario.error
-                    or {
-                        "code": "OperationCanceled",
-                        "message": "The operation was canceled (emulated).",
-                    },
-                    op.resource_uri,
-                ),
-            )
+                return async_status(
+                    "Canceled", _full_error(scenario.error, op.resource_uri) if scenario.error else None
+                )
+            err = scenario.error or {"code": "OperationCanceled", "message": "The operation was canceled (emulated)."}
+            return _Reply.json(400, _full_error(err, op.resource_uri))
         if is_async:
-            return _Reply.json(
-                200,
-                {
-                    "id": op.async_url,
-                    "name": op.id,
-                    "status": "Succeeded",
-                    "startTime": _iso(op.created),
-                    "endTime": end,
-                },
-            )
+            return async_status("Succeeded")
         return _Reply(status=204 if final == "204" else 200)
 
     def _fault_reply(self, fault: Fault, scenario: Scenario, target: str) -> _Reply:

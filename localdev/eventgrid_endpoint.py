@@ -16,8 +16,10 @@ import json
 import ssl
 import tempfile
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+
+from localdev.servers import LoopbackServer
 
 AUDIENCE = "https://eventgrid.azure.net"
 REQUIRED = ("specversion", "id", "source", "type")
@@ -43,8 +45,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # requests carry tokens; nothing is logged
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(LoopbackServer):
     topic: EventGridEndpoint
 
 
@@ -65,15 +66,15 @@ class EventGridEndpoint:
     def start(self) -> EventGridEndpoint:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self._ca.issue_cert(self._host, "localhost").configure_cert(context)
-        self._server = _Server((self._host, 0), _Handler)
+        self._server = _Server(self._host, _Handler, "eventgrid-endpoint", ssl_context=context)
         self._server.topic = self
-        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         threading.Thread(target=self._server.serve_forever, name="eventgrid-endpoint", daemon=True).start()
         return self
 
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
+            self._server.close_live_connections()
             self._server.server_close()
             self._server = None
         self._tmp.cleanup()
@@ -86,7 +87,7 @@ class EventGridEndpoint:
 
     @property
     def endpoint(self) -> str:
-        return f"https://{self._host}:{self._server.server_address[1]}/api/events"
+        return f"https://{self._host}:{self._server.port}/api/events"
 
     @property
     def ca_bundle_path(self) -> str:

@@ -31,18 +31,18 @@ Usage::
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import json
 import logging
 import secrets
-import socket
 import threading
 import time
 import uuid
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
+
+from localdev.servers import LoopbackServer
 
 __all__ = ["IdentityEndpoint", "IssuedToken", "normalize_resource"]
 
@@ -110,34 +110,10 @@ class _Handler(BaseHTTPRequestHandler):
         _LOG.debug("identity endpoint: " + format, *args)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
-
-    def __init__(self, addr: tuple[str, int], owner: IdentityEndpoint) -> None:
+class _Server(LoopbackServer):
+    def __init__(self, host: str, owner: IdentityEndpoint) -> None:
         self.owner = owner
-        self._live: set[socket.socket] = set()
-        self._live_lock = threading.Lock()
-        super().__init__(addr, _Handler)
-
-    def finish_request(self, request, client_address) -> None:
-        with self._live_lock:
-            self._live.add(request)
-        try:
-            super().finish_request(request, client_address)
-        finally:
-            with self._live_lock:
-                self._live.discard(request)
-
-    def handle_error(self, request, client_address) -> None:
-        _LOG.debug("identity endpoint: error while handling a connection", exc_info=True)
-
-    def close_live_connections(self) -> None:
-        with self._live_lock:
-            live = list(self._live)
-        for s in live:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
+        super().__init__(host, _Handler, "identity-endpoint")
 
 
 class IdentityEndpoint:
@@ -173,7 +149,7 @@ class IdentityEndpoint:
     def start(self) -> IdentityEndpoint:
         if self._server is not None:
             return self
-        server = _Server((self._host, 0), self)
+        server = _Server(self._host, self)
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="identity-endpoint", daemon=True

@@ -6,39 +6,19 @@ import email.utils
 import json
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
-import trustme
 from azure.identity import ManagedIdentityCredential
 
+from conftest import SPEC_DIR
 from localdev.arm_emulator import ArmEmulator, Fault, Scenario
-from localdev.identity_endpoint import IdentityEndpoint
 
-SPEC_DIR = Path(__file__).resolve().parents[2] / "shared" / "spec"
 ARM = "https://management.azure.com"
 SCOPE = ARM + "/.default"
 RESOURCE = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg1/providers/Microsoft.HybridCompute/machines/vm1"
 needs_spec = pytest.mark.skipif(not SPEC_DIR.is_dir(), reason=f"shared spec folder not found at {SPEC_DIR}")
 T = 10  # client timeout, seconds
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def identity():
-    with IdentityEndpoint() as idp:
-        yield idp
-
-
-@pytest.fixture(scope="module")
-def arm(ca, identity):
-    with ArmEmulator(ca, identity, spec_dir=SPEC_DIR if SPEC_DIR.is_dir() else None) as emu:
-        yield emu
 
 
 @pytest.fixture(autouse=True)
