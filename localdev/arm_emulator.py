@@ -924,15 +924,17 @@ class ArmEmulator:
             return self._decide_status(h, rec, s)
         return self._fail(rec, 404, "NotFound", f"No route for path '{rec.path}'.")
 
+    def _check_call(self, h: _Handler, rec: RecordedRequest, method: str) -> tuple[_Reply | None, Any]:
+        """The method, the bearer token and the api-version: (an error reply or None, the caller's principal)."""
+        if rec.method != method:
+            return self._fail(rec, 405, "MethodNotAllowed", f"The method '{rec.method}' is not allowed."), None
+        err, principal = self._check_auth(h, rec)
+        return (err or self._check_api_version(rec)), principal
+
     def _decide_submit(self, h: _Handler, rec: RecordedRequest, resource_uri: str) -> _Reply:
         if "" in resource_uri.split("/"):
             return self._fail(rec, 404, "InvalidResourceType", "The resourceUri in the path has an empty segment.")
-        if rec.method != "POST":
-            return self._fail(rec, 405, "MethodNotAllowed", f"The method '{rec.method}' is not allowed.")
-        err, principal = self._check_auth(h, rec)
-        if err:
-            return err
-        err = self._check_api_version(rec)
+        err, principal = self._check_call(h, rec, "POST")
         if err:
             return err
         ctype = (h.headers.get("Content-Type") or "").split(";")[0].strip().lower()
@@ -1030,12 +1032,7 @@ class ArmEmulator:
         return op
 
     def _decide_status(self, h: _Handler, rec: RecordedRequest, m: re.Match) -> _Reply:
-        if rec.method != "GET":
-            return self._fail(rec, 405, "MethodNotAllowed", f"The method '{rec.method}' is not allowed.")
-        err, principal = self._check_auth(h, rec)
-        if err:
-            return err
-        err = self._check_api_version(rec)
+        err, principal = self._check_call(h, rec, "GET")
         if err:
             return err
         opid = m.group("opid").lower()
