@@ -131,7 +131,8 @@ class ArmClient:
         if isinstance(response, ArmAnswer):
             return response
         if response.status_code == 202:
-            location = response.headers.get("Location")
+            async_url = response.headers.get("Azure-AsyncOperation")
+            location = response.headers.get("Location") or async_url
             if not location:
                 return ArmAnswer(
                     FAILED,
@@ -142,7 +143,7 @@ class ArmClient:
                 ACCEPTED,
                 202,
                 location=location,
-                async_url=response.headers.get("Azure-AsyncOperation"),
+                async_url=async_url,
                 retry_after=parse_retry_after(response.headers.get("Retry-After")),
             )
         if response.status_code in (200, 204):
