@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         arm.default = Scenario(retry_after=2, done_after_polls=2)
         args.settings.parent.mkdir(parents=True, exist_ok=True)
         args.settings.write_text(json.dumps(local_settings(azurite, identity, arm), indent=2) + "\n")
-        print(f"Azurite queues:      {azurite.queue_endpoint}")
+        print(f"Azurite queues:      {azurite.connection_string}")
         print(f"identity endpoint:   {identity.endpoint}")
         print(f"ARM emulator:        {arm.endpoint} (CA: {arm.ca_bundle_path})")
         print(f"settings written to: {args.settings}")
