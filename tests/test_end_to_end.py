@@ -174,6 +174,18 @@ INVALID = {
     "empty-requestId": json.dumps({"resourceUri": new_resource_uri(), "requestId": ""}),
     "numeric-correlationId": json.dumps({"resourceUri": new_resource_uri(), "correlationId": 7}),
     "cloudevent-without-data": json.dumps({"specversion": "1.0", "id": "ce-x", "type": "t", "source": "s"}),
+    "empty-segment-resourceUri": json.dumps({"resourceUri": new_resource_uri().replace("/rg-test/", "//")}),
+    "dot-segment-resourceUri": json.dumps({"resourceUri": new_resource_uri().replace("/rg-test/", "/./")}),
+    "hash-in-resourceUri": json.dumps({"resourceUri": new_resource_uri() + "#frag"}),
+    "percent-in-resourceUri": json.dumps({"resourceUri": new_resource_uri().replace("vm1", "vm%2F1")}),
+    "backslash-in-resourceUri": json.dumps({"resourceUri": new_resource_uri().replace("vm1", "vm\\1")}),
+    "space-in-resourceUri": json.dumps({"resourceUri": new_resource_uri().replace("vm1", "vm 1")}),
+    "control-in-resourceUri": json.dumps({"resourceUri": new_resource_uri().replace("vm1", "vm\u00071")}),
+    "long-resourceUri": json.dumps({"resourceUri": new_resource_uri() + "/child/" + "x" * 1024}),
+    "not-arm-id-resourceUri": json.dumps({"resourceUri": "/subscriptions/s/resourceGroups/r/providers/P.N/t"}),
+    "control-in-checkpointId": json.dumps({"resourceUri": new_resource_uri(), "checkpointId": "a\u0001b"}),
+    "long-requestId": json.dumps({"resourceUri": new_resource_uri(), "requestId": "r" * 257}),
+    "base64-of-not-json": base64.b64encode(b"not json either").decode(),
 }
 NAMED_FIELD = {
     "no-resourceUri": "resourceUri",
@@ -184,6 +196,17 @@ NAMED_FIELD = {
     "empty-requestId": "requestId",
     "numeric-correlationId": "correlationId",
     "cloudevent-without-data": "data",
+    "empty-segment-resourceUri": "resourceUri",
+    "dot-segment-resourceUri": "resourceUri",
+    "hash-in-resourceUri": "resourceUri",
+    "percent-in-resourceUri": "resourceUri",
+    "backslash-in-resourceUri": "resourceUri",
+    "space-in-resourceUri": "resourceUri",
+    "control-in-resourceUri": "resourceUri",
+    "long-resourceUri": "resourceUri",
+    "not-arm-id-resourceUri": "resourceUri",
+    "control-in-checkpointId": "checkpointId",
+    "long-requestId": "requestId",
 }
 
 
