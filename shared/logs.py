@@ -15,7 +15,7 @@ def request_scope(request_id: str | None, correlation_id: str | None = None):
     prefix = f"requestId={request_id}"
     if correlation_id:
         prefix += f" correlationId={correlation_id}"
-    token = _scope.set(prefix)
+    token = _scope.set(prefix.replace("%", "%%"))  # the prefix joins the log call's format string
     try:
         yield
     finally:

@@ -17,7 +17,8 @@ MAX_RESOURCE_URI = 1024
 MAX_TEXT_FIELD = 256
 
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
-_FORBIDDEN_IN_URI = re.compile(r"[?#%\\\s\x00-\x1f\x7f-\x9f]")
+# also lone surrogates and the noncharacters U+FFFE/U+FFFF, which a queue message cannot carry
+_FORBIDDEN_IN_URI = re.compile(r"[?#%\\\s\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,9 @@ def _unwrap(document, fallback: dict) -> tuple[dict, str | None, str | None]:
         document = document[0]  # an Event Grid or CloudEvents batch of one
     if not isinstance(document, dict):
         raise InvalidRequest("message must be a JSON object", "message", fallback)
+
+    if "resourceUri" in document:  # a plain request: envelopes carry it in their data
+        return document, None, None
 
     if "specversion" in document:  # CloudEvents 1.0, structured JSON
         envelope_id = _text_or_none(document.get("id"))

@@ -12,7 +12,13 @@ TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
 def test_plain_request_with_every_field():
-    body = {"resourceUri": URI, "checkpointId": "cp1", "requestId": "r1", "correlationId": "c1", "traceparent": TRACEPARENT}
+    body = {
+        "resourceUri": URI,
+        "checkpointId": "cp1",
+        "requestId": "r1",
+        "correlationId": "c1",
+        "traceparent": TRACEPARENT,
+    }
     request = decode_request(json.dumps(body), "msg-1")
     assert (request.resource_uri, request.checkpoint_id, request.request_id) == (URI, "cp1", "r1")
     assert (request.correlation_id, request.traceparent) == ("c1", TRACEPARENT)
@@ -30,14 +36,27 @@ def test_base64_of_json_is_accepted():
 
 
 def test_event_grid_envelope_gives_data_and_its_id():
-    event = {"id": "eg-1", "eventType": "X", "subject": "s", "eventTime": "2026-01-01T00:00:00Z", "data": {"resourceUri": URI}}
+    event = {
+        "id": "eg-1",
+        "eventType": "X",
+        "subject": "s",
+        "eventTime": "2026-01-01T00:00:00Z",
+        "data": {"resourceUri": URI},
+    }
     request = decode_request(base64.b64encode(json.dumps(event).encode()), "m")
     assert (request.resource_uri, request.request_id) == (URI, "eg-1")
 
 
 def test_cloudevent_with_data_base64_and_traceparent_extension():
     data = base64.b64encode(json.dumps({"resourceUri": URI, "checkpointId": "cp"}).encode()).decode()
-    event = {"specversion": "1.0", "type": "t", "source": "/s", "id": "ce-1", "data_base64": data, "traceparent": TRACEPARENT}
+    event = {
+        "specversion": "1.0",
+        "type": "t",
+        "source": "/s",
+        "id": "ce-1",
+        "data_base64": data,
+        "traceparent": TRACEPARENT,
+    }
     request = decode_request(json.dumps(event), "m")
     assert (request.request_id, request.checkpoint_id, request.traceparent) == ("ce-1", "cp", TRACEPARENT)
 
@@ -117,3 +136,23 @@ def test_oversized_message_is_rejected():
         decode_request(body, "m")
     assert caught.value.target == "message"
     assert "bytes" in caught.value.message
+
+
+@pytest.mark.parametrize("char", ["\ud800", "\udfff", "\ufffe", "\uffff"], ids=["D800", "DFFF", "FFFE", "FFFF"])
+def test_resource_uri_with_a_character_no_queue_message_can_carry_is_rejected(char):
+    with pytest.raises(InvalidRequest) as caught:
+        decode_request(json.dumps({"resourceUri": URI + char}), "m")
+    assert caught.value.target == "resourceUri"
+
+
+def test_a_plain_request_with_envelope_like_members_is_still_a_plain_request():
+    request = decode_request(json.dumps({"resourceUri": URI, "specversion": "1.0", "eventType": "X", "data": {}}), "m")
+    assert (request.resource_uri, request.request_id) == (URI, "m")
+
+
+def test_a_percent_in_a_request_id_does_not_break_its_log_lines(caplog):
+    from shared.logs import get_logger, request_scope
+
+    with request_scope("100%", "c%s"):
+        get_logger("shared.test").warning("value %d", 5)
+    assert "requestId=100% correlationId=c%s: value 5" in caplog.text
