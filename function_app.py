@@ -23,8 +23,17 @@ def submit_checkpoint_deletion(msg: func.QueueMessage) -> None:
 
 @app.function_name("poll_checkpoint_operations")
 @app.timer_trigger(arg_name="timer", schedule="%POLL_SCHEDULE%", run_on_startup=False, use_monitor=True)
-def poll_checkpoint_operations(timer: func.TimerRequest) -> None:
-    get_services().poll()
+def poll_checkpoint_operations(timer: func.TimerRequest, context: func.Context) -> None:
+    get_services().poll(thread_init=_log_lines_belong_to(context))
+
+
+def _log_lines_belong_to(context: func.Context):
+    """Log lines from the poller's own threads reach Application Insights only with the invocation id."""
+
+    def init() -> None:
+        context.thread_local_storage.invocation_id = context.invocation_id
+
+    return init
 
 
 @app.function_name("report_poisoned_requests")

@@ -44,11 +44,14 @@ class Poller:
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
-    def run(self, budget_seconds: float, reserve_seconds: float = 70.0) -> Counter:
+    def run(
+        self, budget_seconds: float, reserve_seconds: float = 70.0, thread_init: Callable[[], None] | None = None
+    ) -> Counter:
         """Poll due operations until none is due or the budget (minus its reserve) is spent.
 
         No new batch is taken in the last `reserve_seconds`, so that the status GETs already
-        sent (each bounded by the ARM client's timeout) end within the budget.
+        sent (each bounded by the ARM client's timeout) end within the budget. `thread_init` runs in
+        each worker thread before it polls (the host uses it to tie log lines to the invocation).
 
         Returns how many operations ended in each way ("running", "succeeded", ...).
         """
@@ -58,11 +61,16 @@ class Poller:
             batch = list(self._tracking.receive_due(BATCH_SIZE, LEASE_SECONDS))
             if not batch:
                 break
-            for outcome in self._pool.map(self._poll_one_safely, batch):
+            for outcome in self._pool.map(lambda item: self._poll_in_worker(item, thread_init), batch):
                 outcomes[outcome] += 1
         if outcomes:
             logger.info("poll run: %s in %.1f s", dict(outcomes), time.monotonic() - started)
         return outcomes
+
+    def _poll_in_worker(self, item, thread_init: Callable[[], None] | None) -> str:
+        if thread_init is not None:
+            thread_init()
+        return self._poll_one_safely(item)
 
     def _poll_one_safely(self, item) -> str:
         message, operation = item

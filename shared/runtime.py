@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,9 +35,9 @@ class Services:
     poison: PoisonHandler
     forwarder: EventGridForwarder | None = None
 
-    def poll(self) -> None:
+    def poll(self, thread_init: Callable[[], None] | None = None) -> None:
         """One poll run: due operations, then events waiting for Event Grid."""
-        self.poller.run(POLL_BUDGET_SECONDS)
+        self.poller.run(POLL_BUDGET_SECONDS, thread_init=thread_init)
         if self.forwarder is not None:
             self.forwarder.retry_pending()
 
