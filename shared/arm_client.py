@@ -20,6 +20,7 @@ from azure.core.exceptions import AzureError
 from requests.adapters import HTTPAdapter
 
 from .logs import get_logger
+from .pacing import ArmPacer
 from .request import DeletionRequest
 
 logger = get_logger(__name__)
@@ -94,7 +95,16 @@ def arm_scope(arm_endpoint: str) -> str:
 
 
 class ArmClient:
-    def __init__(self, credential, arm_endpoint: str, api_version: str, *, timeout=DEFAULT_TIMEOUT, pool_size=32):
+    def __init__(
+        self,
+        credential,
+        arm_endpoint: str,
+        api_version: str,
+        *,
+        timeout=DEFAULT_TIMEOUT,
+        pool_size=32,
+        pacer: ArmPacer | None = None,
+    ):
         self._credential = credential
         self._endpoint = arm_endpoint.rstrip("/")
         endpoint = urlsplit(self._endpoint)
@@ -102,6 +112,7 @@ class ArmClient:
         self._api_version = api_version
         self._scope = arm_scope(arm_endpoint)
         self._timeout = timeout
+        self._pacer = pacer or ArmPacer()
         self._token = None
         self._token_lock = threading.Lock()
         self._session = requests.Session()
@@ -127,6 +138,7 @@ class ArmClient:
 
     def delete_checkpoint(self, request: DeletionRequest) -> ArmAnswer:
         body = {"id": request.checkpoint_id} if request.checkpoint_id is not None else {}
+        self._paced("writes", request.resource_uri)
         response = self._send("POST", self.operation_url(request.resource_uri), json_body=body)
         if isinstance(response, ArmAnswer):
             return response
@@ -150,12 +162,13 @@ class ArmClient:
             return ArmAnswer(SUCCEEDED, response.status_code)
         return self._unsuccessful(response, error_body_is_final=False)
 
-    def operation_status(self, url: str, *, is_async: bool) -> ArmAnswer:
-        """GET a status URL (Location, or Azure-AsyncOperation when `is_async`)."""
+    def operation_status(self, url: str, *, is_async: bool, resource_uri: str | None = None) -> ArmAnswer:
+        """GET a status URL (Location, or Azure-AsyncOperation when `is_async`) of an operation on `resource_uri`."""
         if not self.is_trusted(url):
             return ArmAnswer(
                 FAILED, error=app_error("UntrustedOperationUrl", f"status URL is outside ARM_ENDPOINT: {url}")
             )
+        self._paced("reads", resource_uri)
         response = self._send("GET", url)
         if isinstance(response, ArmAnswer):
             return response
@@ -217,6 +230,11 @@ class ArmClient:
                 error=error or app_error("OperationFailed", f"ARM answered HTTP {status} with no error body"),
             )
         return ArmAnswer(FAILED, status, error=app_error("OperationFailed", f"unexpected answer HTTP {status}"))
+
+    def _paced(self, kind: str, resource_uri: str | None) -> None:
+        waited = self._pacer.wait(kind, resource_uri)
+        if waited:
+            logger.info("waited %.1f s to stay within ARM's %s limit for the subscription", waited, kind)
 
     def _bearer_token(self) -> str:
         """The cached token, fetched by one thread at a time when missing or within 5 minutes of expiry."""

@@ -91,7 +91,9 @@ class Poller:
             )
             return self._finish(message, operation, FAILED, error)
 
-        answer = self._arm.operation_status(operation.statusUrl, is_async=operation.isAsync)
+        answer = self._arm.operation_status(
+            operation.statusUrl, is_async=operation.isAsync, resource_uri=operation.resourceUri
+        )
         if answer.status_code is not None:
             operation.pollCount += 1
         if answer.state == arm.RUNNING:

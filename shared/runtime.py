@@ -13,6 +13,7 @@ from azure.identity import ManagedIdentityCredential
 from .arm_client import DEFAULT_TIMEOUT, ArmClient
 from .eventgrid import PUBLISH_RETRY, EventGridForwarder
 from .events import EventWriter
+from .pacing import ArmPacer
 from .poll import Poller
 from .queues import open_queue
 from .retry import POLL_RETRY, SUBMIT_RETRY, RetryPolicy
@@ -60,6 +61,7 @@ def build_services(
     poll_retry: RetryPolicy = POLL_RETRY,
     publish_retry: RetryPolicy = PUBLISH_RETRY,
     arm_timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+    arm_pacer: ArmPacer | None = None,
 ) -> Services:
     credentials: dict[str | None, ManagedIdentityCredential] = {}
 
@@ -74,7 +76,11 @@ def build_services(
     tracking_queue = open_queue(settings.storage, settings.tracking_queue, storage_credential)
     events_queue = open_queue(settings.storage, settings.events_queue, storage_credential)
     arm = ArmClient(
-        credential(settings.client_id), settings.arm_endpoint, settings.arm_api_version, timeout=arm_timeout
+        credential(settings.client_id),
+        settings.arm_endpoint,
+        settings.arm_api_version,
+        timeout=arm_timeout,
+        pacer=arm_pacer,
     )
     tracking = TrackingStore(tracking_queue)
     forwarder = None

@@ -154,7 +154,7 @@ def make_app(monkeypatch, azurite, identity, arm):
 
     hosts = []
 
-    def build(host: dict | None = None, **settings_overrides) -> AppHarness:
+    def build(host: dict | None = None, pacer=None, **settings_overrides) -> AppHarness:
         prefix = "t" + uuid.uuid4().hex[:12]
         env = {
             "AzureWebJobsStorage": azurite.connection_string,
@@ -180,6 +180,7 @@ def make_app(monkeypatch, azurite, identity, arm):
             poll_retry=RetryPolicy(attempts=4, base_delay=0.05, max_delay=2.0),
             publish_retry=RetryPolicy(attempts=3, base_delay=1.0, max_delay=1.0),
             arm_timeout=(2.0, 1.5),
+            arm_pacer=pacer,
         )
         install_services(services)
         local_host = LocalHost(

@@ -1,0 +1,62 @@
+"""Client-side pacing of ARM calls within ARM's per-subscription token buckets."""
+
+import pytest
+
+from conftest import new_resource_uri
+from localdev.arm_emulator import ArmEmulator, Scenario
+from shared.pacing import ArmPacer, TokenBucket, subscription_of
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_bucket_lends_ahead_in_turn_up_to_the_longest_wait():
+    clock = FakeClock()
+    bucket = TokenBucket(2, 1.0, max_wait=3.0, clock=clock)
+    assert [bucket.reserve() for _ in range(5)] == [0.0, 0.0, 1.0, 2.0, 3.0]
+    assert bucket.reserve() == 3.0  # overloaded: the caller waits the longest wait, no token is lent
+    clock.now += 10  # refilled (capped at the capacity)
+    assert [bucket.reserve() for _ in range(3)] == [0.0, 0.0, 1.0]
+
+
+def test_each_subscription_and_kind_has_its_own_bucket():
+    waited = []
+    pacer = ArmPacer(writes=(1, 1.0), reads=(1, 1.0), sleep=waited.append)
+    a, b = new_resource_uri(), new_resource_uri()
+    assert [pacer.wait("writes", a), pacer.wait("writes", b), pacer.wait("reads", a)] == [0.0, 0.0, 0.0]
+    assert pacer.wait("writes", a) == pytest.approx(1.0, abs=0.01)
+    assert waited == [pytest.approx(1.0, abs=0.01)]
+
+
+def test_subscription_of():
+    assert subscription_of("/subscriptions/ABC/resourceGroups/r/providers/P.N/t/n") == "abc"
+    assert subscription_of(None) == subscription_of("gtgclehcbsyave") == ""
+
+
+@pytest.fixture
+def throttling_arm(ca, identity):
+    """An ARM emulator with small buckets: 4 writes, refilled at 4/s, per subscription and principal."""
+    with ArmEmulator(ca, identity, throttle={"writes": (4, 4.0), "reads": (100, 100.0)}) as emulator:
+        emulator.default = Scenario(submit="done_204")
+        yield emulator
+
+
+@pytest.mark.parametrize("paced", [True, False], ids=["paced", "unpaced"])
+def test_a_burst_for_one_subscription_stays_within_arms_bucket(make_app, throttling_arm, paced):
+    writes = (3, 3.6) if paced else (1000, 1000.0)  # paced: the emulator's bucket less a tenth, as in the app
+    app = make_app(pacer=ArmPacer(writes=writes), ARM_ENDPOINT=throttling_arm.endpoint)
+    uri = new_resource_uri()
+    ids = [f"burst-{i}" for i in range(12)]
+    for request_id in ids:
+        app.send({"resourceUri": uri, "checkpointId": request_id, "requestId": request_id})
+    outcomes = app.run(ids, timeout=30)
+    assert all(events[-1]["type"] == "ScVmm.CheckpointDelete.Succeeded" for events in outcomes.values())
+    if paced:
+        assert throttling_arm.throttled == 0  # every call waited here instead of meeting a 429
+    else:
+        assert throttling_arm.throttled > 0  # the same burst, unpaced, meets ARM's limit
