@@ -450,3 +450,15 @@ def test_no_token_in_logs_or_events(app, arm, caplog):
 
 def test_poll_timer_runs_as_a_timer(app):
     assert app.host.fire(POLL) is True
+
+
+def test_a_tracking_message_outlives_an_event_that_could_not_be_written(app, arm):
+    arm.default = Scenario(done_after_polls=0)
+    app.send({"resourceUri": new_resource_uri(), "requestId": "r-event-first"})
+    app.deliver()
+    assert types(app.events()) == ["Accepted"]
+    app.events_queue.delete_queue()  # the Succeeded event cannot be written now
+    app.poll()
+    assert len(arm.requests(method="GET")) == 1  # ARM said the operation succeeded...
+    # ...but without its event the operation stays tracked (hidden for the lease, then polled again)
+    assert app.tracking_queue.get_queue_properties().approximate_message_count == 1
