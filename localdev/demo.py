@@ -80,12 +80,14 @@ class DemoRequest:
         return self.status == self.kind.outcome and self.error_code == self.kind.error_code
 
 
-def plan(count: int) -> list[DemoRequest]:
+def plan(count: int, one_subscription: bool = False) -> list[DemoRequest]:
     """`count` requests cycling through the kinds (every kind at least once when count >= 6)."""
     requests = []
+    shared_subscription = uuid.uuid4()
     for i in range(count):
         kind = KINDS[i % len(KINDS)]
-        resource_uri = f"/subscriptions/{uuid.uuid4()}/resourceGroups/demo-rg/providers/Microsoft.HybridCompute/machines/vm-{i:04d}"
+        subscription = shared_subscription if one_subscription else uuid.uuid4()
+        resource_uri = f"/subscriptions/{subscription}/resourceGroups/demo-rg/providers/Microsoft.HybridCompute/machines/vm-{i:04d}"
         requests.append(DemoRequest(f"demo-{i:04d}-{kind.name}", kind, resource_uri))
     return requests
 
@@ -133,13 +135,13 @@ class Progress:
         self.stream.flush()
 
 
-def run(count: int, timeout: float) -> int:
+def run(count: int, timeout: float, one_subscription: bool = False) -> int:
     LOG_FILE.parent.mkdir(exist_ok=True)
     logging.basicConfig(
         filename=LOG_FILE, filemode="w", level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("azure").setLevel(logging.WARNING)
-    requests = plan(count)
+    requests = plan(count, one_subscription)
     by_id = {r.request_id: r for r in requests}
     print(f"Starting Azurite, the identity endpoint and the ARM emulator (log: {LOG_FILE.relative_to(ROOT)})")
 
@@ -147,7 +149,12 @@ def run(count: int, timeout: float) -> int:
         azurite = running.enter_context(Azurite())
         identity = running.enter_context(IdentityEndpoint())
         arm = running.enter_context(
-            ArmEmulator(trustme.CA(), identity, spec_dir=SPEC_DIR if SPEC_DIR.is_dir() else None)
+            ArmEmulator(
+                trustme.CA(),
+                identity,
+                spec_dir=SPEC_DIR if SPEC_DIR.is_dir() else None,
+                throttle=one_subscription,  # ARM's buckets per subscription and principal
+            )
         )
         os.environ.update(
             {
@@ -188,6 +195,7 @@ def run(count: int, timeout: float) -> int:
             install_services(None)
         arm_calls = len(arm.received)
         tokens = identity.tokens_issued
+        throttled = arm.throttled
         violations = list(arm.violations)
 
     report(requests)
@@ -196,6 +204,7 @@ def run(count: int, timeout: float) -> int:
         f"\n{count} requests in {elapsed:.1f} s ({count / elapsed:.1f} requests/s); "
         f"{arm_calls} ARM calls ({arm_calls / max(accepted, 1):.1f} per request that reached ARM); "
         f"{tokens} token request(s); {len(violations)} spec violation(s)"
+        + (f"; one subscription: ARM answered 429 {throttled} time(s)" if one_subscription else "")
     )
     wrong = [r for r in requests if not r.as_scripted]
     if not finished:
@@ -247,10 +256,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=12, help="number of deletion requests (default 12)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for every outcome (default 300)")
+    parser.add_argument(
+        "--one-subscription",
+        action="store_true",
+        help="every request in one subscription, and the ARM emulator throttling as ARM does "
+        "(writes 200 + 10/s, reads 250 + 25/s): shows the app pacing itself",
+    )
     args = parser.parse_args(argv)
     if args.count < 1:
         parser.error("--count must be at least 1")
-    return run(args.count, args.timeout)
+    return run(args.count, args.timeout, args.one_subscription)
 
 
 if __name__ == "__main__":

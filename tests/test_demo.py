@@ -40,3 +40,16 @@ def test_demo_refuses_a_bad_count():
     )
     assert done.returncode == 2
     assert "--count must be at least 1" in done.stderr
+
+
+def test_demo_in_one_subscription_meets_no_throttling():
+    done = subprocess.run(
+        [sys.executable, "-m", "localdev.demo", "--count", "6", "--one-subscription", "--timeout", "90"],
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if k not in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER")},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "one subscription: ARM answered 429 0 time(s)" in done.stdout
