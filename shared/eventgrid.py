@@ -40,7 +40,9 @@ class EventGridForwarder:
                 event["id"],
                 type(exc).__name__,
             )
-            self._outbox.send_message(_outbox_record(event, 1), visibility_timeout=int(self._retry.delay(1)))
+            self._outbox.send_message(
+                _outbox_record(event, 1), visibility_timeout=int(self._retry.delay(1)), time_to_live=-1
+            )
             return False
 
     def retry_pending(self, max_batches: int = 10) -> Counter:

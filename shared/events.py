@@ -72,7 +72,8 @@ class EventWriter:
         self._forwarder = forwarder  # an EventGridForwarder, or None
 
     def write(self, event: dict) -> None:
-        self._queue.send_message(json.dumps(event, separators=(",", ":"), ensure_ascii=False))
+        # never expires: an event waits for its consumer however long that takes (the default is 7 days)
+        self._queue.send_message(json.dumps(event, separators=(",", ":"), ensure_ascii=False), time_to_live=-1)
         if self._forwarder is not None:
             self._forwarder.publish(event)
         error = event["data"].get("error") or {}

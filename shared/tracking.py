@@ -70,7 +70,8 @@ class TrackingStore:
         self._queue = tracking_queue
 
     def add(self, operation: Operation, delay_seconds: int) -> None:
-        self._queue.send_message(operation.to_message(), visibility_timeout=delay_seconds)
+        # never expires: the queue's default time to live (7 days) would drop a long operation silently
+        self._queue.send_message(operation.to_message(), visibility_timeout=delay_seconds, time_to_live=-1)
 
     def receive_due(self, max_messages: int, lease_seconds: int) -> Iterator[tuple[object, Operation | None]]:
         """Up to `max_messages` due operations, each hidden from other pollers for `lease_seconds`.

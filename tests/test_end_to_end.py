@@ -462,3 +462,13 @@ def test_a_tracking_message_outlives_an_event_that_could_not_be_written(app, arm
     assert len(arm.requests(method="GET")) == 1  # ARM said the operation succeeded...
     # ...but without its event the operation stays tracked (hidden for the lease, then polled again)
     assert app.tracking_queue.get_queue_properties().approximate_message_count == 1
+
+
+def test_tracking_messages_and_events_never_expire(app, arm):
+    arm.default = Scenario(retry_after=0, done_after_polls=5)
+    app.send({"resourceUri": new_resource_uri(), "requestId": "r-ttl"})
+    app.deliver()
+    (tracked,) = app.tracking_queue.peek_messages()
+    (event,) = app.events_queue.peek_messages()
+    for message in (tracked, event):
+        assert message.expires_on.year >= 9999  # the default time to live would be 7 days
