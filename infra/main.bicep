@@ -118,9 +118,9 @@ param eventGridTopicResourceId string = ''
 @description('Python version of the Flex Consumption runtime.')
 param pythonVersion string = '3.11'
 
-@minValue(40) // the lowest maximum the Flex Consumption plan accepts
+@minValue(40) // this template's floor (the plan itself now accepts values down to 1)
 @maxValue(1000)
-@description('Most instances the app may scale out to. The work is a trickle of ARM calls that ARM throttles per principal, so the lowest allowed value is plenty.')
+@description('Most instances each per-function scale group may scale out to. The work is a trickle of ARM calls that ARM throttles per principal, so the lowest allowed value is plenty.')
 param maximumInstanceCount int = 40
 
 @allowed([
@@ -236,8 +236,9 @@ module rbac 'app/rbac.bicep' = {
 }
 
 // "Azure Arc ScVmm VM Contributor" for the app identity: it holds
-// Microsoft.ScVmm/virtualMachineInstances/* (deleteCheckpoint/action among them) and read access to
-// operation results. Deployed at the narrowest scope chosen.
+// Microsoft.ScVmm/virtualMachineInstances/* (deleteCheckpoint/action among them). Whether reading an
+// operation's status URL needs more is not documented: docs/deploy.md says what to do on a 403.
+// Deployed at the narrowest scope chosen.
 module scvmmRoleResourceGroup 'app/role-assignment-rg.bicep' = if (scvmmRoleScope == 'resourceGroup') {
   name: 'scvmm-role-rg-${resourceToken}'
   scope: resourceGroup(scvmmSubscription, scvmmResourceGroup)
