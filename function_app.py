@@ -22,7 +22,8 @@ def submit_checkpoint_deletion(msg: func.QueueMessage) -> None:
 
 
 @app.function_name("poll_checkpoint_operations")
-@app.timer_trigger(arg_name="timer", schedule="%POLL_SCHEDULE%", run_on_startup=False, use_monitor=True)
+# use_monitor off: a missed tick needs no catching up, the next run takes every due operation
+@app.timer_trigger(arg_name="timer", schedule="%POLL_SCHEDULE%", run_on_startup=False, use_monitor=False)
 def poll_checkpoint_operations(timer: func.TimerRequest, context: func.Context) -> None:
     get_services().poll(thread_init=_log_lines_belong_to(context))
 

@@ -35,7 +35,12 @@ def test_three_functions_with_their_triggers():
         "AzureWebJobsStorage",
     )
     poll = triggers["poll_checkpoint_operations"]
-    assert (poll["type"], poll["schedule"], poll["runOnStartup"]) == ("timerTrigger", "%POLL_SCHEDULE%", False)
+    assert (poll["type"], poll["schedule"], poll["runOnStartup"], poll["useMonitor"]) == (
+        "timerTrigger",
+        "%POLL_SCHEDULE%",
+        False,
+        False,
+    )
 
 
 def test_no_output_bindings():
