@@ -15,6 +15,8 @@ import pytest
 import trustme
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueServiceClient
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC_DIR = ROOT.parent / "shared" / "spec"
@@ -76,6 +78,18 @@ def spec_dir():
     return SPEC_DIR
 
 
+# The schemas in schemas/, resolvable by their $id without any network
+SCHEMA_DOCS = {p.name: json.loads(p.read_text(encoding="utf-8")) for p in (ROOT / "schemas").glob("*.schema.json")}
+SCHEMA_REGISTRY = Registry().with_resources((d["$id"], Resource.from_contents(d)) for d in SCHEMA_DOCS.values())
+
+
+def schema_validator(schema: dict) -> Draft202012Validator:
+    return Draft202012Validator(schema, registry=SCHEMA_REGISTRY)  # no format_checker: formats are annotations
+
+
+EVENT_SCHEMA = schema_validator(SCHEMA_DOCS["event.schema.json"])
+
+
 class AppHarness:
     """The function app on the stand-ins, driven as the Functions host drives it."""
 
@@ -113,7 +127,10 @@ class AppHarness:
             if not batch:
                 return list(self._events)
             for message in batch:
-                self._events.append(json.loads(message.content))
+                event = json.loads(message.content)
+                errors = [e.message for e in EVENT_SCHEMA.iter_errors(event)]
+                assert not errors, f"an event the app wrote does not match schemas/event.schema.json: {errors}"
+                self._events.append(event)
                 self.events_queue.delete_message(message)
 
     def events_of(self, request_id: str) -> list[dict]:

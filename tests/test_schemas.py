@@ -27,7 +27,6 @@ from __future__ import annotations
 import base64
 import copy
 import importlib.util
-import itertools
 import json
 import logging
 import os
@@ -36,38 +35,28 @@ import string
 import subprocess
 import sys
 import unicodedata
+import uuid
 from collections import Counter
-from dataclasses import dataclass, field
-from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
+from azure.storage.queue import QueueClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft4Validator, Draft202012Validator
-from referencing import Registry, Resource
 
-from shared import arm_client as arm
-from shared.arm_client import ArmAnswer, app_error, arm_error
-from shared.events import EventWriter
-from shared.poll import Poller
+from conftest import ROOT, SCHEMA_DOCS, schema_validator
+from shared.arm_client import app_error, arm_error
+from shared.events import outcome_event
 from shared.request import InvalidRequest, decode_request, resource_uri_problem, valid_traceparent
-from shared.submit import PoisonHandler, Submitter
-from shared.tracking import TrackingStore
+from shared.submit import retries_exhausted
+from shared.tracking import Operation
 
-ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = ROOT / "schemas"
 EXAMPLES = ROOT / "examples"
 
-REQUEST_SCHEMA = json.loads((SCHEMAS / "deletion-request.schema.json").read_text(encoding="utf-8"))
-EVENT_SCHEMA = json.loads((SCHEMAS / "event.schema.json").read_text(encoding="utf-8"))
-REGISTRY = Registry().with_resources(
-    (schema["$id"], Resource.from_contents(schema)) for schema in (REQUEST_SCHEMA, EVENT_SCHEMA)
-)
-
-
-def validator(schema: dict) -> Draft202012Validator:
-    return Draft202012Validator(schema, registry=REGISTRY)  # no format_checker: formats are annotations
+REQUEST_SCHEMA = SCHEMA_DOCS["deletion-request.schema.json"]
+EVENT_SCHEMA = SCHEMA_DOCS["event.schema.json"]
+validator = schema_validator
 
 
 def ref(uri: str) -> Draft202012Validator:
@@ -526,47 +515,13 @@ def test_patterns_mean_the_same_in_ecma262():
     assert node["verdicts"] == python
 
 
-# --- events: what the app's steps write ----------------------------------------------------------
+# --- events: what the app writes ---------------------------------------------------------------------
+# Every event the end-to-end tests read off the Azurite events queue (the app's real submit, poll and
+# poison steps against the ARM emulator) is checked against schemas/event.schema.json by
+# conftest.AppHarness.events(). Here: the app's event builder on generated requests and on every kind
+# of error an event can carry.
 
-
-class FakeQueue:
-    """The bits of azure.storage.queue.QueueClient the app uses; visibility is 'hidden until tick()'."""
-
-    def __init__(self):
-        self.messages: dict[str, str] = {}
-        self.hidden: set[str] = set()
-        self.sent: list[str] = []
-        self._ids = itertools.count(1)
-
-    def send_message(self, content, visibility_timeout=None):
-        message_id = f"m{next(self._ids)}"
-        self.messages[message_id] = content
-        self.sent.append(content)
-        if visibility_timeout:
-            self.hidden.add(message_id)
-        return SimpleNamespace(id=message_id)
-
-    def receive_messages(self, messages_per_page=None, visibility_timeout=None, max_messages=None):
-        due = [SimpleNamespace(id=i, content=c) for i, c in self.messages.items() if i not in self.hidden]
-        due = due[:max_messages]
-        self.hidden.update(m.id for m in due)
-        return iter(due)
-
-    def update_message(self, message, content=None, visibility_timeout=None):
-        self.messages[message.id] = content
-        self.hidden.add(message.id)
-
-    def delete_message(self, message):
-        self.messages.pop(message.id, None)
-        self.hidden.discard(message.id)
-
-    def tick(self):
-        self.hidden.clear()
-
-
-ARM = "https://management.azure.com"
-LOCATION = ARM + "/providers/Microsoft.ScVmm/locations/eastus/operationResults/op-1?api-version=2024-06-01"
-ASYNC_URL = ARM + "/providers/Microsoft.ScVmm/locations/eastus/operationStatuses/op-1?api-version=2024-06-01"
+LOCATION = "https://management.azure.com/providers/Microsoft.ScVmm/locations/eastus/operationResults/op-1?api-version=2024-06-01"
 ARM_FAILURE = arm_error(
     {
         "error": {
@@ -580,95 +535,38 @@ ARM_FAILURE = arm_error(
         }
     }
 )
-FORBIDDEN = arm_error({"error": {"code": "AuthorizationFailed", "message": "The client does not have authorization."}})
-MESSAGE_ONLY = arm_error({"error": {"message": "Bad request, and no code."}})
-TRANSIENT = ArmAnswer(arm.TRANSIENT, 503, error=app_error("HttpError", "ARM answered HTTP 503"))
-TIMEOUT_SECONDS = 86400
-
-
-@dataclass
-class Scenario:
-    post: ArmAnswer | None
-    polls: list[ArmAnswer] = field(default_factory=list)
-    tick_seconds: float = 30.0
-    last_delivery: bool = False
-    poisoned: bool = False
-
-
-SCENARIOS = {
-    "accepted, running, succeeded": Scenario(
-        ArmAnswer(arm.ACCEPTED, 202, location=LOCATION, retry_after=5),
-        [ArmAnswer(arm.RUNNING, 202, retry_after=5), ArmAnswer(arm.SUCCEEDED, 200)],
-    ),
-    "accepted (async), failed with ARM's error": Scenario(
-        ArmAnswer(arm.ACCEPTED, 202, location=LOCATION, async_url=ASYNC_URL),
-        [ArmAnswer(arm.FAILED, 200, error=ARM_FAILURE)],
-    ),
-    "accepted, canceled": Scenario(
-        ArmAnswer(arm.ACCEPTED, 202, location=LOCATION),
-        [ArmAnswer(arm.FAILED, 200, error=app_error("OperationCanceled", "the operation ended with status Canceled"))],
-    ),
-    "accepted, transient until the budget is spent": Scenario(
-        ArmAnswer(arm.ACCEPTED, 202, location=LOCATION), [TRANSIENT] * 8
-    ),
-    "accepted, timed out": Scenario(ArmAnswer(arm.ACCEPTED, 202, location=LOCATION), tick_seconds=TIMEOUT_SECONDS + 1),
-    "accepted, untrusted status URL": Scenario(ArmAnswer(arm.ACCEPTED, 202, location="https://elsewhere.example/op")),
-    "succeeded at once": Scenario(ArmAnswer(arm.SUCCEEDED, 204)),
-    "refused by ARM": Scenario(ArmAnswer(arm.FAILED, 403, error=FORBIDDEN)),
-    "refused by ARM with a message only": Scenario(ArmAnswer(arm.FAILED, 400, error=MESSAGE_ONLY)),
-    "no Location on 202": Scenario(ArmAnswer(arm.FAILED, 202, error=app_error("OperationFailed", "no Location"))),
-    "transient until the last delivery": Scenario(TRANSIENT, last_delivery=True),
-    "poisoned": Scenario(None, poisoned=True),
+ERRORS = {
+    "ARM's error with details": ARM_FAILURE,
+    "ARM's error, code only": arm_error({"error": {"code": "AuthorizationFailed", "message": "Not authorized."}}),
+    "ARM's error, message only": arm_error({"error": {"message": "Bad request, and no code."}}),
+    "OperationTimedOut": app_error("OperationTimedOut", "the operation was still running 86400 s after submission"),
+    "RetriesExhausted": retries_exhausted(app_error("HttpError", "ARM answered HTTP 503"), "8 status reads in a row"),
+    "UntrustedOperationUrl": app_error("UntrustedOperationUrl", "status URL is outside ARM_ENDPOINT: https://x/op"),
+    "OperationFailed": app_error("OperationFailed", "ARM answered HTTP 404 with no error body"),
+    "OperationCanceled": app_error("OperationCanceled", "the operation ended with status Canceled"),
 }
 
 
-class FakeArm:
-    def __init__(self, scenario: Scenario):
-        self._post = scenario.post
-        self._polls = list(scenario.polls)
-
-    def delete_checkpoint(self, request):
-        return self._post
-
-    def is_trusted(self, url):
-        return bool(url) and url.startswith(ARM + "/")
-
-    def operation_status(self, url, *args, **kwargs):
-        return self._polls.pop(0)
-
-
-def events_written(body: str, scenario: Scenario) -> list[dict]:
-    """Run the app's own steps (submit, then poll ticks; or the poison handler) on fakes; the events they write."""
-    clock = [1_790_000_000.0]
-    events_queue, tracking_queue = FakeQueue(), FakeQueue()
-    writer = EventWriter(events_queue)
-    if scenario.poisoned:
-        PoisonHandler(writer, clock=lambda: clock[0]).handle(body, "poison-msg-1")
-    else:
-        fake_arm = FakeArm(scenario)
-        submitter = Submitter(
-            fake_arm,
-            TrackingStore(tracking_queue),
-            writer,
-            max_deliveries=5,
-            clock=lambda: clock[0],
-            sleep=lambda _: None,
-        )
-        submitter.handle(body, "msg-1", 5 if scenario.last_delivery else 1)
-        poller = Poller(
-            fake_arm, TrackingStore(tracking_queue), writer, TIMEOUT_SECONDS, concurrency=1, clock=lambda: clock[0]
-        )
-        try:
-            for _ in range(12):
-                if not tracking_queue.messages:
-                    break
-                clock[0] += scenario.tick_seconds
-                tracking_queue.tick()
-                poller.run(60, reserve_seconds=0)
-        finally:
-            poller.close()
-        assert not tracking_queue.messages, "the operation did not end"
-    return [json.loads(text) for text in events_queue.sent]
+def events_for(body: str, error: dict) -> list[dict]:
+    """The events the app builds for a message: for a valid request, Accepted, then Succeeded or Failed
+    (with `error`) after polls, and the Succeeded or Failed of a deletion ARM finished or refused at
+    once; for an invalid one, its Failed/InvalidRequest."""
+    now = 1_790_000_000.0
+    try:
+        request = decode_request(body, "msg-1")
+    except InvalidRequest as invalid:
+        return [
+            outcome_event("Failed", invalid.fields, now, app_error("InvalidRequest", invalid.message, invalid.target))
+        ]
+    tracked = Operation.accepted(request, LOCATION, None, now - 60).facts()
+    at_once = {k: v for k, v in tracked.items() if k not in ("operationUrl", "submittedAt")}
+    return [
+        outcome_event("Accepted", tracked, now - 60),
+        outcome_event("Succeeded", {**tracked, "completedAt": now, "pollCount": 3}, now),
+        outcome_event("Failed", {**tracked, "completedAt": now, "pollCount": 1}, now, error),
+        outcome_event("Succeeded", {**at_once, "submittedAt": now, "completedAt": now}, now),
+        outcome_event("Failed", {**at_once, "completedAt": now}, now, error),
+    ]
 
 
 def assert_valid_event(event: dict) -> None:
@@ -685,7 +583,7 @@ def assert_valid_event(event: dict) -> None:
     assert event.get("subject") == event["data"].get("checkpointId")
 
 
-@pytest.mark.parametrize("name", SCENARIOS)
+@pytest.mark.parametrize("error", ERRORS)
 @pytest.mark.parametrize(
     "request_object",
     [
@@ -702,38 +600,17 @@ def assert_valid_event(event: dict) -> None:
     ],
     ids=["every field", "only resourceUri", "invalid resourceUri", "nothing usable"],
 )
-def test_events_of_every_path_validate(name, request_object):
-    events = events_written(json.dumps(request_object), SCENARIOS[name])
-    assert events and events[-1]["data"]["status"] in ("Succeeded", "Failed")
+def test_events_of_every_path_validate(error, request_object):
+    events = events_for(json.dumps(request_object), ERRORS[error])
     for event in events:
         assert_valid_event(event)
 
 
-def test_events_carry_the_app_and_arm_errors_as_given():
-    seen = {}
-    for name, scenario in SCENARIOS.items():
-        for event in events_written(json.dumps({"resourceUri": URI}), scenario):
-            if "error" in event["data"]:
-                seen[name] = event["data"]["error"]
-    assert seen["refused by ARM"]["code"] == "AuthorizationFailed"
-    assert seen["refused by ARM with a message only"]["code"] is None  # ARM's error as given
-    assert seen["accepted (async), failed with ARM's error"]["additionalInfo"][0]["type"] == "PolicyViolation"
-    assert seen["accepted, transient until the budget is spent"]["details"][0]["code"] == "HttpError"
-    app_codes = {e["code"] for e in seen.values()}
-    assert {
-        "OperationTimedOut",
-        "RetriesExhausted",
-        "UntrustedOperationUrl",
-        "OperationFailed",
-        "OperationCanceled",
-    } <= app_codes
-
-
 def test_events_for_generated_requests_validate(quiet_app_logs):
-    @settings(max_examples=100, **HYPOTHESIS)
-    @given(request_objects(), st.sampled_from(sorted(SCENARIOS)))
-    def check(obj, name):
-        for event in events_written(json.dumps(obj), SCENARIOS[name]):
+    @settings(max_examples=200, **HYPOTHESIS)
+    @given(request_objects(), st.sampled_from(sorted(ERRORS)))
+    def check(obj, error):
+        for event in events_for(json.dumps(obj), ERRORS[error]):
             assert_valid_event(event)
 
     check()
@@ -913,9 +790,9 @@ def test_logic_app_on_outcome_parses_every_event_and_branches_on_the_outcome():
     assert parse["inputs"]["content"] == "@triggerBody()?['MessageText']"  # events are plain JSON text
     parse_schema = Draft4Validator(parse["inputs"]["schema"])  # Logic Apps' Parse JSON reads draft-04
     events = [load(p.name) for p in sorted(EXAMPLES.glob("event-*.json"))]
-    for scenario in SCENARIOS.values():
-        events += events_written(json.dumps({"resourceUri": URI, "correlationId": "c"}), scenario)
-        events += events_written(json.dumps({"requestId": "r"}), scenario)
+    for error in ERRORS.values():
+        events += events_for(json.dumps({"resourceUri": URI, "correlationId": "c"}), error)
+        events += events_for(json.dumps({"requestId": "r"}), error)
     for event in events:
         assert parse_schema.is_valid(event), list(parse_schema.iter_errors(event))
     switch = app.action("Switch_on_outcome")
@@ -946,35 +823,16 @@ def _snippet():
     return module
 
 
-def test_python_snippet_sends_a_valid_request(monkeypatch, capsys):
+def test_python_snippet_sends_a_valid_request(azurite, capsys):
     snippet = _snippet()
-    sent: list[str] = []
-
-    class FakeQueueClient:
-        def __init__(self, *args, **kwargs):
-            pass
-
-        @classmethod
-        def from_connection_string(cls, connection_string, queue_name):
-            assert queue_name == "checkpoint-delete-requests"
-            return cls()
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def send_message(self, text):
-            sent.append(text)
-            return SimpleNamespace(id="m1")
-
-    import azure.storage.queue
-
-    monkeypatch.setattr(azure.storage.queue, "QueueClient", FakeQueueClient)
+    queue = "t" + uuid.uuid4().hex[:12] + "-requests"
+    requests_queue = QueueClient.from_connection_string(azurite.connection_string, queue)
+    requests_queue.create_queue()  # the app's deployment creates it
     argv = [
         "--connection-string",
-        "UseDevelopmentStorage=true",
+        azurite.connection_string,
+        "--queue",
+        queue,
         "--resource-uri",
         URI,
         "--checkpoint-id",
@@ -985,9 +843,10 @@ def test_python_snippet_sends_a_valid_request(monkeypatch, capsys):
         TRACEPARENT,
     ]
     assert snippet.main(argv) == 0
-    (text,) = sent
-    request, document = assert_valid_request_message(text)
+    (message,) = requests_queue.receive_messages()
+    request, document = assert_valid_request_message(message.content)
     assert capsys.readouterr().out.strip() == request.request_id == document["requestId"]
+    assert (request.resource_uri, request.checkpoint_id, request.correlation_id) == (URI, "cp-1", "c-1")
     minimal = snippet.build_request(URI)
     assert REQUEST.is_valid(minimal) and set(minimal) == {"resourceUri", "requestId"}
     assert_valid_request_message(snippet.message_text(snippet.build_request(URI, "cp", request_id="é x")))
