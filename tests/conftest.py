@@ -4,9 +4,12 @@ endpoint) and a harness that runs the app's functions on them as the Functions h
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import logging
 import os
+import socket
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -21,7 +24,29 @@ from referencing import Registry, Resource
 ROOT = Path(__file__).resolve().parents[1]
 SPEC_DIR = ROOT.parent / "shared" / "spec"
 
-logging.getLogger("azure").setLevel(logging.WARNING)  # the SDK's HTTP logging drowns the app's
+logging.getLogger("azure").setLevel(logging.WARNING)
+
+
+def _is_loopback(host) -> bool:
+    if isinstance(host, bytes):
+        host = host.decode()
+    if host in (None, "localhost") or not isinstance(host, str):
+        return True  # None: a bind to any address; non-str: not an internet address
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False  # a name other than localhost
+
+
+def _loopback_only(event: str, args) -> None:
+    """No test sends traffic anywhere but the loopback: refuse other addresses and name lookups."""
+    if event == "socket.connect" and isinstance(args[1], tuple) and not _is_loopback(args[1][0]):
+        raise ConnectionRefusedError(f"tests may only connect to the loopback, not {args[1]!r}")
+    if event == "socket.getaddrinfo" and not _is_loopback(args[0]):
+        raise socket.gaierror(f"tests may only look up loopback names, not {args[0]!r}")
+
+
+sys.addaudithook(_loopback_only)  # the SDK's HTTP logging drowns the app's
 
 SUBMIT = "submit_checkpoint_deletion"
 POLL = "poll_checkpoint_operations"

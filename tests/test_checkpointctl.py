@@ -356,10 +356,13 @@ def test_an_unreachable_service_exits_1(capsys, argv):
     assert "could not reach the queue service" in err
 
 
-def test_an_identity_connection_without_a_usable_sign_in_exits_1(capsys, monkeypatch):
+def test_an_identity_connection_without_a_usable_sign_in_exits_1(capsys, monkeypatch, identity):
     for name in list(os.environ):
         if name.startswith(("AZURE_", "IDENTITY_", "MSI_")):
             monkeypatch.delenv(name)
+    # the managed identity is our local endpoint, which refuses the wrong secret (never the IMDS address)
+    monkeypatch.setenv("IDENTITY_ENDPOINT", identity.endpoint)
+    monkeypatch.setenv("IDENTITY_HEADER", "not-the-secret")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
