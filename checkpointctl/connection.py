@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
 from azure.storage.queue import ExponentialRetry, QueueClient
 
+from shared.queues import queue_client
 from shared.settings import IDENTITY_STORAGE_SETTINGS, STORAGE_SETTING, Settings, SettingsError, StorageConnection
 
 QUEUE_SETTINGS = {
@@ -112,17 +113,11 @@ class Queues:
         }
 
     def client(self, name: str) -> QueueClient:
-        if self._storage.connection_string:
-            try:
-                return QueueClient.from_connection_string(self._storage.connection_string, name, **self._options())
-            except ValueError as exc:
-                raise UsageError(f"the storage connection string is not usable: {exc}") from None
-        return QueueClient(
-            account_url=self._storage.queue_service_uri,
-            queue_name=name,
-            credential=self._token_credential(),
-            **self._options(),
-        )
+        credential = None if self._storage.connection_string else self._token_credential()
+        try:
+            return queue_client(self._storage, name, credential, **self._options())
+        except ValueError as exc:
+            raise UsageError(f"the storage connection string is not usable: {exc}") from None
 
     def _token_credential(self):
         if self._credential is None:

@@ -91,21 +91,19 @@ class Submitter:
         return "retries-exhausted"
 
     def _delete_checkpoint(self, request: DeletionRequest) -> ArmAnswer:
-        for attempt in range(1, self._retry.attempts + 1):
-            answer = self._arm.delete_checkpoint(request)
-            if answer.state != arm.TRANSIENT or attempt == self._retry.attempts:
-                return answer
-            wait = self._retry.delay(attempt, answer.retry_after)
+        answer = self._arm.delete_checkpoint(request)
+        for attempt in range(1, self._retry.attempts):
+            if answer.state != arm.TRANSIENT:
+                break
             if answer.retry_after is not None and answer.retry_after > self._retry.max_delay:
-                return answer  # ARM asks for a longer pause than a delivery should hold a worker
+                break  # ARM asks for a longer pause than a delivery should hold a worker
+            wait = self._retry.delay(attempt, answer.retry_after)
             logger.info(
-                "transient failure %s, try %d again in %.1f s",
-                (answer.error or {}).get("code"),
-                attempt + 1,
-                wait,
+                "transient failure %s, try %d again in %.1f s", (answer.error or {}).get("code"), attempt + 1, wait
             )
             self._sleep(wait)
-        raise AssertionError("unreachable")
+            answer = self._arm.delete_checkpoint(request)
+        return answer
 
     def _accepted(self, request: DeletionRequest, answer: ArmAnswer, now: float) -> str:
         operation = Operation.accepted(request, answer.location, answer.async_url, now)

@@ -13,7 +13,7 @@ from datetime import datetime
 
 import pytest
 
-from conftest import POLL, SUBMIT, new_resource_uri
+from conftest import SUBMIT, new_resource_uri
 from localdev.arm_emulator import Fault, Scenario
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -446,10 +446,6 @@ def test_no_token_in_logs_or_events(app, arm, caplog):
     app_lines = [r.getMessage() for r in caplog.records if r.name.startswith("shared.") and r.name != "shared.poll"]
     assert len(app_lines) >= 4  # a POST, a GET, two events
     assert all(line.startswith("requestId=r-logs correlationId=c-logs: ") for line in app_lines), app_lines
-
-
-def test_poll_timer_runs_as_a_timer(app):
-    assert app.host.fire(POLL) is True
 
 
 def test_a_tracking_message_outlives_an_event_that_could_not_be_written(app, arm):
