@@ -1,4 +1,5 @@
-"""A local stand-in for Azure Resource Manager: the SCVMM deleteCheckpoint action and its LRO.
+"""A local stand-in for Azure Resource Manager: the SCVMM deleteCheckpoint action, its LRO, and the
+VM instance it changes.
 
 Serves HTTPS on 127.0.0.1 (certificate from a ``trustme.CA``), HTTP/1.1 keep-alive, one thread per
 connection::
@@ -7,6 +8,7 @@ connection::
          ?api-version=2024-06-01                       body {"id": "<checkpoint>"} or {}
     GET  /providers/Microsoft.ScVmm/locations/local/operationResults/<opid>?api-version=2024-06-01
     GET  /providers/Microsoft.ScVmm/locations/local/operationStatuses/<opid>?api-version=2024-06-01
+    GET  /{resourceUri}/providers/Microsoft.ScVmm/virtualMachineInstances/default?api-version=2024-06-01
 
 Every request is validated (path, method, bearer token from :class:`IdentityEndpoint`,
 ``api-version``, ``Content-Type``, body against the spec's ``VirtualMachineDeleteCheckpoint``
@@ -17,12 +19,18 @@ What a valid request gets is scripted with :class:`Scenario` (see its fields), p
 per resourceUri, or by default::
 
     ca = trustme.CA()
-    with IdentityEndpoint() as idp, ArmEmulator(ca, idp, spec_dir="../shared/spec") as arm:
+    with IdentityEndpoint() as idp, ArmEmulator(ca, idp, spec_dir=spec_folder) as arm:
         arm.script("cp-1", Scenario(submit_faults=[Fault(status=429, retry_after=1)],
                                     done_after_polls=2, final="204"))
         arm.default = Scenario(submit="accepted_async", final="Failed")
         ...  # point the app at arm.endpoint, REQUESTS_CA_BUNDLE=arm.ca_bundle_path
         assert arm.violations == []
+
+VM instances are opt-in per resourceUri (``arm.set_checkpoints(uri, ["cp-1", "cp-2"])``): their GET
+answers the checkpoints left, deletions change them, and :attr:`ArmEmulator.deletions` logs every
+checkpoint removed (rules in :mod:`localdev.arm_instances`); with ``arm.one_job_per_vm = True`` a
+POST on a VM whose operation still runs answers 409. ``arm.chaos = Chaos(seed=...)`` adds random
+faults (:mod:`localdev.arm_chaos`).
 
 Authorization headers and tokens are never logged; in the records they are redacted.
 """
@@ -44,19 +52,23 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urljoin, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
-import jsonschema
-
+from localdev.arm_chaos import Chaos, ChaosInjector
+from localdev.arm_common import Reply, full_error, iso, norm_resource, subscription_of
+from localdev.arm_instances import Deletion, VmInstances
+from localdev.arm_records import Operation, RecordedRequest, StatusCall
+from localdev.arm_scenario import Fault, Scenario
+from localdev.arm_spec import SpecRules, load_spec_rules
 from localdev.servers import LoopbackServer
 
 __all__ = [
     "ArmEmulator",
+    "Chaos",
+    "Deletion",
     "Fault",
     "Operation",
     "RecordedRequest",
@@ -69,357 +81,14 @@ __all__ = [
 _LOG = logging.getLogger("localdev.arm_emulator")
 
 ARM_AUDIENCE = "https://management.azure.com"
-DEFAULT_API_VERSION = "2024-06-01"
-DEFAULT_PATH_TEMPLATE = "/{resourceUri}/providers/Microsoft.ScVmm/virtualMachineInstances/default/deleteCheckpoint"
-DEFAULT_BODY_SCHEMA: dict = {
-    "type": "object",
-    "properties": {"id": {"type": "string"}},
-}
-SPEC_FILE = "scvmm-2024-06-01.json"
-COMMON_TYPES_FILE = "common-types-types.json"
-OPERATION_ID = "VirtualMachineInstances_DeleteCheckpoint"
-BODY_DEFINITION = "VirtualMachineDeleteCheckpoint"
 MAX_BODY = 1 << 20
-
-_SUBMIT_ANSWERS = ("accepted", "accepted_async", "done_200", "done_204")
-_FINAL_ANSWERS = ("200", "204", "Succeeded", "Failed", "Canceled")
-
-
-# ================================================================================================
-# Scripting
-# ================================================================================================
-@dataclass(frozen=True)
-class Fault:
-    """One scripted answer that is not the normal one.
-
-    - ``status``: HTTP status to answer with. ``None`` (with ``drop=False``) means "no answer of my
-      own": sleep ``delay`` seconds, then give the normal answer (a slow answer).
-    - ``error``: an ARM error ``{"code": ..., "message": ...}``; sent as a full ErrorResponse
-      ``{"error": {code, message, target, details, additionalInfo}}`` (missing members filled in).
-      ``None`` = empty body (e.g. a 500 with no ARM error).
-    - ``retry_after``: ``Retry-After`` header; int seconds (sent as an HTTP-date when the scenario
-      says ``retry_after_http_date``) or a str sent verbatim. ``None`` = no header.
-    - ``delay``: seconds to sleep before answering (or before dropping).
-    - ``drop``: close the connection without any answer.
-    - ``location``: ``Location`` header (e.g. for ``Fault(status=302, location=...)``).
-    - ``headers``: any extra response headers.
-    """
-
-    status: int | None = None
-    error: dict | None = None
-    retry_after: int | str | None = None
-    delay: float = 0.0
-    drop: bool = False
-    location: str | None = None
-    headers: dict = field(default_factory=dict)
-
-    @classmethod
-    def throttled(cls, retry_after: int | str | None = 1) -> Fault:
-        """429 with ``Retry-After`` and ARM's ``TooManyRequests`` error body."""
-        return cls(
-            status=429,
-            retry_after=retry_after,
-            error={"code": "TooManyRequests", "message": "The request is being throttled (emulated)."},
-        )
-
-    @classmethod
-    def arm_error(cls, status: int, code: str, message: str = "", **error: Any) -> Fault:
-        """``status`` with a full ErrorResponse ``{"error": {"code": code, "message": message, ...}}``."""
-        return cls(status=status, error={"code": code, "message": message or code, **error})
-
-    @classmethod
-    def slow(cls, seconds: float) -> Fault:
-        """Sleep ``seconds``, then answer normally."""
-        return cls(delay=seconds)
-
-    @classmethod
-    def dropped(cls, delay: float = 0.0) -> Fault:
-        """Close the connection without answering (after ``delay`` seconds)."""
-        return cls(drop=True, delay=delay)
-
-    def __post_init__(self) -> None:
-        if self.status is not None and not 100 <= int(self.status) <= 599:
-            raise ValueError(f"Fault.status out of range: {self.status}")
-        if self.drop and self.status is not None:
-            raise ValueError("Fault: drop=True takes no status")
-        if self.delay < 0:
-            raise ValueError("Fault.delay must be >= 0")
-
-
-@dataclass
-class Scenario:
-    """What the emulator does with a deletion request (and the operation it starts).
-
-    Submit (the POST):
-
-    - ``submit_faults``: answers given, in order, to the first POSTs of each request identity
-      (resourceUri + checkpoint id) before the real answer, e.g. ``[Fault.throttled(1),
-      Fault(status=503), Fault.slow(5.0), Fault.dropped()]``. Each is used once.
-    - ``submit``: the real answer. ``"accepted"``: 202 with ``Location`` (+ ``Retry-After``);
-      ``"accepted_async"``: 202 with ``Azure-AsyncOperation`` and ``Location``; ``"done_200"`` /
-      ``"done_204"``: finished at once (no operation); or a ``Fault`` with a status (e.g.
-      ``Fault.arm_error(409, "Conflict", "...")``) answered to every later POST.
-    - ``retry_after``: ``Retry-After`` seconds on 202 answers and on "still running" status answers
-      (default 0 so tests run fast); ``None`` = omit the header.
-    - ``retry_after_http_date``: send ``Retry-After`` values as HTTP-dates (now + seconds).
-
-    Status (GETs of the returned URLs):
-
-    - ``poll_faults``: answers given, in order, to the operation's first status GETs before the
-      normal ones (``Fault.throttled()``, ``Fault(status=500)``, ``Fault.slow(2)``,
-      ``Fault.dropped()``, ``Fault(status=302, location=...)``...). Each is used once per operation.
-    - ``done_after_polls``: the first ``k`` normal status GETs answer "still running" (202 on the
-      Location URL, 200 ``{"status": "InProgress"}`` on the Azure-AsyncOperation URL) ...
-    - ``done_after_seconds``: ... and it keeps running until this many seconds after the submit.
-      Both must be reached; then the operation is done and every later GET gets the final answer.
-    - ``final``: ``"200"`` / ``"204"`` (Location URL answers that status, empty body);
-      ``"Succeeded"`` (default; Location 200, async status Succeeded); ``"Failed"`` (async status
-      Failed with ``error``; the Location URL answers 400 with that ErrorResponse); ``"Canceled"``
-      (async status Canceled, with ``error`` if given; the Location URL answers 400 with
-      ``OperationCanceled``); or a ``Fault`` with a status: every status URL of the operation
-      answers that (an ErrorResponse failure, ``Fault(status=500)`` with no body, or a redirect
-      ``Fault(status=302, location=...)``).
-    - ``error``: the ARM error of a Failed/Canceled operation (default ``CheckpointDeleteFailed``).
-    - ``new_location_each_poll``: every 202 "still running" answer of the Location URL carries a
-      new ``Location`` (same host, another URL of the same operation).
-    - ``location_base``: base of the status URLs handed out (default: the emulator's own
-      endpoint), e.g. ``emulator.other_host_endpoint`` to test untrusted status URLs.
-    """
-
-    submit_faults: list[Fault] = field(default_factory=list)
-    submit: str | Fault = "accepted"
-    retry_after: int | None = 0
-    retry_after_http_date: bool = False
-    done_after_polls: int = 0
-    done_after_seconds: float = 0.0
-    final: str | Fault = "Succeeded"
-    error: dict | None = None
-    poll_faults: list[Fault] = field(default_factory=list)
-    new_location_each_poll: bool = False
-    location_base: str | None = None
-
-    def __post_init__(self) -> None:
-        if isinstance(self.submit, Fault):
-            if self.submit.status is None:
-                raise ValueError("Scenario.submit Fault needs a status")
-        elif self.submit not in _SUBMIT_ANSWERS:
-            raise ValueError(f"Scenario.submit must be one of {_SUBMIT_ANSWERS} or a Fault")
-        if isinstance(self.final, Fault):
-            if self.final.status is None:
-                raise ValueError("Scenario.final Fault needs a status")
-        elif str(self.final) not in _FINAL_ANSWERS:
-            raise ValueError(f"Scenario.final must be one of {_FINAL_ANSWERS} or a Fault")
-        else:
-            self.final = str(self.final)
-        if self.done_after_polls < 0 or self.done_after_seconds < 0:
-            raise ValueError("done_after_polls / done_after_seconds must be >= 0")
-
-
-# ================================================================================================
-# Records
-# ================================================================================================
-@dataclass
-class RecordedRequest:
-    """One request as received (Authorization redacted: ``"Bearer ***"``)."""
-
-    method: str
-    path: str  # path without query
-    query: dict[str, str]  # first value of each parameter
-    headers: dict[str, str]  # as sent, Authorization redacted
-    body: Any  # parsed JSON, or None (empty / not JSON)
-    connection_id: int
-    time: float  # time.time() when received
-    raw_body: bytes = b""
-    target: str = ""  # the raw request target (path + query)
-    kind: str = "unknown"  # "submit" | "status" | "unknown" | "other-host"
-    token_fingerprint: str | None = None  # sha256(token)[:12], to compare tokens without keeping them
-    status: int | None = None  # status answered; None if dropped / not answered yet
-    dropped: bool = False
-    violation: str | None = None
-    operation_id: str | None = None
-
-    def header(self, name: str, default: str | None = None) -> str | None:
-        """Case-insensitive header lookup."""
-        low = name.lower()
-        for k, v in self.headers.items():
-            if k.lower() == low:
-                return v
-        return default
-
-    @property
-    def has_authorization(self) -> bool:
-        return self.header("Authorization") is not None
-
-
-@dataclass
-class StatusCall:
-    """One status GET an operation got."""
-
-    kind: str  # "location" | "async"
-    url: str  # path + query as requested
-    status: int | None  # answered status (None = dropped)
-    time: float
-
-
-@dataclass
-class Operation:
-    """A long-running deletion started by a 202."""
-
-    id: str
-    resource_uri: str
-    checkpoint_id: str | None
-    protocol: str  # "location" | "async"
-    created: float  # time.time()
-    location_url: str  # latest Location handed out
-    async_url: str | None  # Azure-AsyncOperation URL (async protocol)
-    scenario: Scenario = field(repr=False)
-    location_urls: list[str] = field(default_factory=list)  # every Location handed out
-    polls: int = 0  # all status GETs (fault answers included)
-    location_polls: int = 0
-    async_polls: int = 0
-    running_answers: int = 0  # "still running" answers given
-    calls: list[StatusCall] = field(default_factory=list)
-    completed_at: float | None = None  # when it was first reported done
-    _fault_index: int = field(default=0, repr=False)
-    _valid_targets: set = field(default_factory=set, repr=False)
-
-    @property
-    def done(self) -> bool:
-        return self.completed_at is not None
-
-
-# ================================================================================================
-# Spec rules
-# ================================================================================================
-@dataclass
-class SpecRules:
-    """Path template, api-version and body validator of the deleteCheckpoint operation."""
-
-    path_template: str
-    api_version: str
-    body_validator: Any  # a jsonschema validator
-    body_required: bool = True
-    from_spec: bool = False
-    validator_for: Callable[[str], Any] | None = field(default=None, repr=False)
-
-    def path_regex(self) -> re.Pattern:
-        parts = re.split(r"(\{[^}]+\})", self.path_template)
-        out = []
-        for p in parts:
-            if p == "{resourceUri}":
-                out.append(r"(?P<resourceUri>.+?)")
-            elif p.startswith("{"):
-                out.append(r"[^/]+")
-            else:
-                out.append(re.escape(p))
-        return re.compile("^" + "".join(out) + "$", re.IGNORECASE)
-
-
-def _builtin_rules() -> SpecRules:
-    validator = jsonschema.Draft4Validator(DEFAULT_BODY_SCHEMA)
-    return SpecRules(DEFAULT_PATH_TEMPLATE, DEFAULT_API_VERSION, validator, True, False)
-
-
-def load_spec_rules(spec_dir: str | Path | None) -> SpecRules:
-    """Rules from a folder laid out like /work/shared/spec, or the built-in ones if it is absent."""
-    if spec_dir is None:
-        return _builtin_rules()
-    spec_dir = Path(spec_dir)
-    spec_path = spec_dir / SPEC_FILE
-    if not spec_path.is_file():
-        return _builtin_rules()
-
-    from referencing import Registry, Resource
-    from referencing.jsonschema import DRAFT4
-
-    spec = json.loads(spec_path.read_text(encoding="utf-8"))
-    spec_uri = "https://spec.local/specification/scvmm/resource-manager/Microsoft.ScVmm/stable/2024-06-01/" + SPEC_FILE
-
-    def retrieve(uri: str) -> Resource:
-        path = urlsplit(uri).path
-        if path.endswith("common-types/resource-management/v5/types.json"):
-            target = spec_dir / COMMON_TYPES_FILE
-        else:
-            target = spec_dir / Path(path).name
-        return Resource(json.loads(target.read_text(encoding="utf-8")), specification=DRAFT4)
-
-    registry = Registry(retrieve=retrieve).with_resource(spec_uri, Resource(spec, specification=DRAFT4))
-
-    template = None
-    body_ref = None
-    body_required = True
-    for path, item in spec.get("paths", {}).items():
-        post = item.get("post") if isinstance(item, dict) else None
-        if post and post.get("operationId") == OPERATION_ID:
-            template = path
-            for param in post.get("parameters", []):
-                if param.get("in") == "body":
-                    body_ref = (param.get("schema") or {}).get("$ref")
-                    body_required = bool(param.get("required", False))
-            break
-    if template is None:
-        raise ValueError(f"{spec_path}: operation {OPERATION_ID} not found")
-    api_version = spec.get("info", {}).get("version") or DEFAULT_API_VERSION
-    body_ref = body_ref or f"#/definitions/{BODY_DEFINITION}"
-
-    def validator_for(ref: str) -> Any:
-        """Validator for a definition name (``"ErrorResponse"``) or a $ref as written in the spec."""
-        if "#" not in ref and "/" not in ref:
-            spec_defs = spec.get("definitions", {})
-            if ref in spec_defs:
-                ref = f"#/definitions/{ref}"
-            else:
-                ref = f"../../../../../common-types/resource-management/v5/types.json#/definitions/{ref}"
-        return jsonschema.Draft4Validator({"$ref": urljoin(spec_uri, ref)}, registry=registry)
-
-    body_validator = validator_for(body_ref)
-    return SpecRules(template, api_version, body_validator, body_required, True, validator_for)
 
 
 # ================================================================================================
 # Small helpers
 # ================================================================================================
-def _full_error(err: dict | None, target: str | None = None) -> dict:
-    err = dict(err or {})
-    return {
-        "error": {
-            "code": str(err.pop("code", "InternalServerError")),
-            "message": str(err.pop("message", "")),
-            "target": err.pop("target", target) or "",
-            "details": err.pop("details", []),
-            "additionalInfo": err.pop("additionalInfo", []),
-            **err,
-        }
-    }
-
-
 def _fingerprint(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:12]
-
-
-def _norm_resource(uri: str) -> str:
-    return "/" + uri.strip("/").lower()
-
-
-def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
-
-
-@dataclass
-class _Reply:
-    status: int = 200
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes = b""
-    delay: float = 0.0
-    drop: bool = False
-    violation: str | None = None
-    operation_id: str | None = None
-
-    @classmethod
-    def json(cls, status: int, payload: Any, **kw: Any) -> _Reply:
-        r = cls(status=status, body=json.dumps(payload).encode(), **kw)
-        r.headers.append(("Content-Type", "application/json; charset=utf-8"))
-        return r
 
 
 class _Bucket:
@@ -480,7 +149,7 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         return self.rfile.read(length) if length > 0 else b""
 
-    def send_reply(self, reply: _Reply) -> None:
+    def send_reply(self, reply: Reply) -> None:
         self.send_response(reply.status)
         for k, v in reply.headers:
             self.send_header(k, v)
@@ -514,18 +183,25 @@ class _TLSServer(LoopbackServer):
 # The emulator
 # ================================================================================================
 class ArmEmulator:
-    """ARM stand-in for deleteCheckpoint over HTTPS on 127.0.0.1.
+    """ARM stand-in for deleteCheckpoint, its operations and the VM instance, over HTTPS on 127.0.0.1.
+
+    Besides the scripts (:meth:`script`, :attr:`default`): :meth:`set_checkpoints` defines a VM
+    instance, :attr:`one_job_per_vm` makes a POST on a busy VM answer 409, :attr:`chaos` injects
+    random faults.
 
     :param ca: a ``trustme.CA``; the server certificate is issued for ``127.0.0.1`` and ``localhost``.
     :param identity: the :class:`~localdev.identity_endpoint.IdentityEndpoint` whose tokens are
         accepted (``identity.verify(token, "https://management.azure.com")``); ``None`` accepts any
         non-empty bearer token.
-    :param spec_dir: folder laid out like /work/shared/spec; when it exists the path template,
-        api-version and body schema come from the spec, else built-in equivalents are used.
+    :param spec_dir: the spec folder (Microsoft's OpenAPI document of Microsoft.ScVmm beside the
+        common types); when it exists the path templates, api-version and body schema come from
+        the spec, else built-in equivalents are used.
     :param throttle: ``False`` (default) or ``True`` for ARM's limits per subscription and principal
         (writes: 200, refill 10/s; reads: 250, refill 25/s), or a dict
         ``{"writes": (capacity, per_second), "reads": (capacity, per_second)}``. Throttled requests
-        get 429 + ``Retry-After`` + ``TooManyRequests`` (not a violation).
+        get 429 + ``Retry-After`` + ``TooManyRequests`` (not a violation); every answer that went
+        through a bucket carries ``x-ms-ratelimit-remaining-subscription-writes`` (POST) or
+        ``-reads`` (GET). Instance GETs and status GETs are reads.
     :param location_name: the ``locations/<name>`` segment of status URLs.
     """
 
@@ -548,6 +224,7 @@ class ArmEmulator:
         self.location_name = location_name
         self._host = host
         self._path_re = self.rules.path_regex()
+        self._instance_re = self.rules.path_regex(self.rules.instance_path_template)
         self._status_re = re.compile(
             r"^/providers/Microsoft\.ScVmm/locations/(?P<loc>[^/]+)/(?P<kind>operationResults|operationStatuses)"
             r"/(?P<opid>[0-9a-f-]{36})(?:\.(?P<step>\d+))?$",
@@ -572,6 +249,9 @@ class ArmEmulator:
         self._submit_progress: dict[tuple, tuple[Scenario, int]] = {}
         self._ops: dict[str, Operation] = {}
         self.throttled = 0
+        self._instances = VmInstances(self._lock)
+        self._chaos = ChaosInjector()
+        self.one_job_per_vm = False  # a POST on a VM while one of its operations runs answers 409
 
         self._tmpdir: str | None = None
         self._server: _TLSServer | None = None
@@ -649,6 +329,11 @@ class ArmEmulator:
         path = self.rules.path_template.replace("{resourceUri}", resource_uri.strip("/"))
         return f"{self.endpoint}{path}?api-version={api_version or self.api_version}"
 
+    def instance_url_for(self, resource_uri: str, api_version: str | None = None) -> str:
+        """The VM instance GET URL for ``resource_uri``."""
+        path = self.rules.instance_path_template.replace("{resourceUri}", resource_uri.strip("/"))
+        return f"{self.endpoint}{path}?api-version={api_version or self.api_version}"
+
     # ---- scripting -------------------------------------------------------------------------
     def script(self, key: str, scenario: Scenario | None) -> None:
         """Script the answers for a checkpoint id or a resourceUri (``None`` removes the script).
@@ -659,16 +344,49 @@ class ArmEmulator:
         with self._lock:
             if scenario is None:
                 self._scripts.pop(key, None)
-                self._scripts_by_resource.pop(_norm_resource(key), None)
+                self._scripts_by_resource.pop(norm_resource(key), None)
             else:
                 self._scripts[key] = scenario
-                self._scripts_by_resource[_norm_resource(key)] = scenario
+                self._scripts_by_resource[norm_resource(key)] = scenario
 
     def scenario_for(self, resource_uri: str, checkpoint_id: str | None) -> Scenario:
         with self._lock:
             if checkpoint_id is not None and checkpoint_id in self._scripts:
                 return self._scripts[checkpoint_id]
-            return self._scripts_by_resource.get(_norm_resource(resource_uri), self.default)
+            return self._scripts_by_resource.get(norm_resource(resource_uri), self.default)
+
+    # ---- VM instances and chaos (see localdev.arm_instances, localdev.arm_chaos) --------------
+    def set_checkpoints(self, resource_uri: str, checkpoints: list[str | dict]) -> None:
+        """Define the VM instance at ``resource_uri`` with its checkpoint chain, root first: ids, or
+        dicts ``{"checkpointID", "name", "description"}``. Calling it again replaces the list."""
+        self._instances.define(resource_uri, checkpoints)
+
+    def checkpoints(self, resource_uri: str) -> list[str]:
+        """The instance's checkpoint ids in chain order ([] for an undefined instance); like an
+        instance GET, it settles the VM's operations that are due by time first."""
+        return self._instances.ids(resource_uri)
+
+    def checkpoint_exists(self, resource_uri: str, checkpoint_id: str) -> bool:
+        return self._instances.exists(resource_uri, checkpoint_id)
+
+    @property
+    def deletions(self) -> list[Deletion]:
+        """Every checkpoint removed, in order (operations due by time are settled first)."""
+        return self._instances.all_deletions()
+
+    @property
+    def chaos(self) -> Chaos | None:
+        """Random faults for POSTs, status GETs and instance GETs (``None``: off)."""
+        return self._chaos.config
+
+    @chaos.setter
+    def chaos(self, value: Chaos | None) -> None:
+        self._chaos.configure(value)
+
+    @property
+    def chaos_counts(self) -> dict[str, int]:
+        """How many faults of each kind chaos injected ("error", "throttle", "slow", "reset", "lost")."""
+        return self._chaos.counts()
 
     # ---- inspection ------------------------------------------------------------------------
     @property
@@ -695,10 +413,10 @@ class ArmEmulator:
 
     def operations_for(self, key: str) -> list[Operation]:
         """Operations whose checkpoint id equals ``key`` or whose resourceUri matches it."""
-        norm = _norm_resource(key)
+        norm = norm_resource(key)
         with self._lock:
             return [
-                op for op in self._ops.values() if op.checkpoint_id == key or _norm_resource(op.resource_uri) == norm
+                op for op in self._ops.values() if op.checkpoint_id == key or norm_resource(op.resource_uri) == norm
             ]
 
     def requests(self, kind: str | None = None, method: str | None = None) -> list[RecordedRequest]:
@@ -710,9 +428,12 @@ class ArmEmulator:
 
     def clear(self) -> None:
         """Forget records and counters: received, violations, other_host_received, connection
-        counts, throttle buckets and submit-fault progress. Scripts, ``default`` and operations
-        (and so their status URLs) stay."""
+        counts, throttle buckets, submit- and instance-fault progress, the deletion log, chaos
+        counts and bursts. Scripts, ``default``, operations (and so their status URLs), VM
+        instances, ``chaos`` and ``one_job_per_vm`` stay."""
         with self._lock:
+            self._instances.clear()
+            self._chaos.clear()
             self.received.clear()
             self.violations.clear()
             self.other_host_received.clear()
@@ -723,9 +444,13 @@ class ArmEmulator:
             self.throttled = 0
 
     def reset(self) -> None:
-        """:meth:`clear` plus forget operations and scripts, and restore ``default = Scenario()``."""
+        """:meth:`clear` plus forget operations, scripts, VM instances, ``chaos`` and
+        ``one_job_per_vm``, and restore ``default = Scenario()``."""
         with self._lock:
             self.clear()
+            self._instances.forget()
+            self._chaos.configure(None)
+            self.one_job_per_vm = False
             self._ops.clear()
             self._scripts.clear()
             self._scripts_by_resource.clear()
@@ -781,23 +506,24 @@ class ArmEmulator:
             self.other_host_received.append(rec)
             self.violations.append(msg)
         _LOG.warning("arm-other-host: %s", msg)
-        reply = _Reply.json(200, {})
+        reply = Reply.json(200, {})
         rec.status = 200
         h.send_reply(reply)
 
     def _on_request(self, h: _Handler) -> None:
         raw = h.read_body()
         if raw is None:
-            h.send_reply(_Reply.json(413, _full_error({"code": "RequestEntityTooLarge", "message": "Body too large."})))
+            h.send_reply(Reply.json(413, full_error({"code": "RequestEntityTooLarge", "message": "Body too large."})))
             return
         rec = self._record(h, raw, "unknown")
         with self._lock:
             self.received.append(rec)
         try:
             reply = self._decide(h, rec)
+            self._chaos.finish(rec.chaos, reply)  # a slow or lost answer of a processed request
         except Exception:  # a bug here must show up as a violation, not a hung client
             _LOG.exception("arm-emulator: internal error")
-            reply = _Reply.json(500, _full_error({"code": "EmulatorError", "message": "internal emulator error"}))
+            reply = Reply.json(500, full_error({"code": "EmulatorError", "message": "internal emulator error"}))
             reply.violation = f"{rec.method} {rec.path}: emulator internal error"
         rec.operation_id = reply.operation_id
         if reply.violation:
@@ -822,15 +548,18 @@ class ArmEmulator:
         client_rid = h.headers.get("x-ms-client-request-id")
         if client_rid:
             reply.headers.append(("x-ms-client-request-id", client_rid))
+        if rec.ratelimit_remaining is not None:
+            bucket = "writes" if rec.method == "POST" else "reads"
+            reply.headers.append((f"x-ms-ratelimit-remaining-subscription-{bucket}", str(rec.ratelimit_remaining)))
         h.send_reply(reply)
 
     # ---- validation ------------------------------------------------------------------------------
-    def _fail(self, rec: RecordedRequest, status: int, code: str, message: str, **kw: Any) -> _Reply:
-        reply = _Reply.json(status, _full_error({"code": code, "message": message}), **kw)
+    def _fail(self, rec: RecordedRequest, status: int, code: str, message: str, **kw: Any) -> Reply:
+        reply = Reply.json(status, full_error({"code": code, "message": message}), **kw)
         reply.violation = f"{rec.method} {rec.path}: {status} {code}: {message}"
         return reply
 
-    def _check_auth(self, h: _Handler, rec: RecordedRequest) -> tuple[_Reply | None, str | None]:
+    def _check_auth(self, h: _Handler, rec: RecordedRequest) -> tuple[Reply | None, str | None]:
         """(error reply or None, principal client id)."""
         value = h.headers.get("Authorization")
         www = 'Bearer authorization_uri="https://login.microsoftonline.com/common", error="invalid_token"'
@@ -866,7 +595,7 @@ class ArmEmulator:
             return r, None
         return None, getattr(info, "client_id", None)
 
-    def _check_api_version(self, rec: RecordedRequest) -> _Reply | None:
+    def _check_api_version(self, rec: RecordedRequest) -> Reply | None:
         q = parse_qs(urlsplit(rec.target).query, keep_blank_values=True)
         values = q.get("api-version")
         if not values or not values[0]:
@@ -885,24 +614,37 @@ class ArmEmulator:
             )
         return None
 
-    def _throttle_check(self, kind: str, resource_uri: str, principal: str | None) -> _Reply | None:
+    def _admit(self, rec: RecordedRequest, kind: str, resource_uri: str, principal: str | None) -> Reply | None:
+        """A checked call meets the throttle bucket, then chaos: their answer, or None to go on."""
+        return self._throttle_check(rec, kind, resource_uri, principal) or self._chaos_draw(rec, resource_uri)
+
+    def _chaos_draw(self, rec: RecordedRequest, resource_uri: str) -> Reply | None:
+        drawn = self._chaos.draw(subscription_of(resource_uri))
+        if drawn is None:
+            return None
+        rec.chaos, reply = drawn
+        return reply
+
+    def _throttle_check(
+        self, rec: RecordedRequest, kind: str, resource_uri: str, principal: str | None
+    ) -> Reply | None:
         limits = self._throttle.get(kind)
         if not limits:
             return None
-        m = re.match(r"^/?subscriptions/([^/]+)", resource_uri, re.IGNORECASE)
-        sub = m.group(1).lower() if m else "-"
+        sub = subscription_of(resource_uri)
         key = (kind, sub, principal or "-")
         with self._lock:
             bucket = self._buckets.get(key)
             if bucket is None:
                 bucket = self._buckets[key] = _Bucket(*limits)
             wait = bucket.take()
+            rec.ratelimit_remaining = int(bucket.level)
             if not wait:
                 return None
             self.throttled += 1
-        reply = _Reply.json(
+        reply = Reply.json(
             429,
-            _full_error(
+            full_error(
                 {
                     "code": "TooManyRequests",
                     "message": f"Number of '{kind}' requests for subscription '{sub}' exceeded the limit (emulated).",
@@ -913,7 +655,7 @@ class ArmEmulator:
         return reply
 
     # ---- decisions ---------------------------------------------------------------------------------
-    def _decide(self, h: _Handler, rec: RecordedRequest) -> _Reply:
+    def _decide(self, h: _Handler, rec: RecordedRequest) -> Reply:
         m = self._path_re.match(rec.path)
         if m:
             rec.kind = "submit"
@@ -922,16 +664,20 @@ class ArmEmulator:
         if s:
             rec.kind = "status"
             return self._decide_status(h, rec, s)
+        i = self._instance_re.match(rec.path)
+        if i:
+            rec.kind = "instance"
+            return self._decide_instance(h, rec, i.group("resourceUri"))
         return self._fail(rec, 404, "NotFound", f"No route for path '{rec.path}'.")
 
-    def _check_call(self, h: _Handler, rec: RecordedRequest, method: str) -> tuple[_Reply | None, Any]:
+    def _check_call(self, h: _Handler, rec: RecordedRequest, method: str) -> tuple[Reply | None, Any]:
         """The method, the bearer token and the api-version: (an error reply or None, the caller's principal)."""
         if rec.method != method:
             return self._fail(rec, 405, "MethodNotAllowed", f"The method '{rec.method}' is not allowed."), None
         err, principal = self._check_auth(h, rec)
         return (err or self._check_api_version(rec)), principal
 
-    def _decide_submit(self, h: _Handler, rec: RecordedRequest, resource_uri: str) -> _Reply:
+    def _decide_submit(self, h: _Handler, rec: RecordedRequest, resource_uri: str) -> Reply:
         if "" in resource_uri.split("/"):
             return self._fail(rec, 404, "InvalidResourceType", "The resourceUri in the path has an empty segment.")
         err, principal = self._check_call(h, rec, "POST")
@@ -969,41 +715,57 @@ class ArmEmulator:
 
         resource_uri = "/" + resource_uri
         checkpoint_id = body.get("id") if isinstance(body, dict) else None
-        throttled = self._throttle_check("writes", resource_uri, principal)
-        if throttled:
-            return throttled
+        early = self._admit(rec, "writes", resource_uri, principal)
+        if early:
+            return early
 
         scenario = self.scenario_for(resource_uri, checkpoint_id)
-        delay = 0.0
         with self._lock:
-            ident = (_norm_resource(resource_uri), checkpoint_id)
+            ident = (norm_resource(resource_uri), checkpoint_id)
             owner, idx = self._submit_progress.get(ident, (scenario, 0))
             if owner is not scenario:  # re-scripted: start its faults afresh
                 idx = 0
             fault = scenario.submit_faults[idx] if idx < len(scenario.submit_faults) else None
             if fault is not None:
                 self._submit_progress[ident] = (scenario, idx + 1)
-        if fault is not None:
-            if fault.drop or fault.status is not None:
-                return self._fault_reply(fault, scenario, resource_uri)
-            delay = fault.delay
+        if fault is not None and (fault.drop or fault.status is not None):
+            return self._fault_reply(fault, scenario, resource_uri)
 
         answer = scenario.submit
-        if isinstance(answer, Fault):
-            reply = self._fault_reply(answer, scenario, resource_uri)
-        elif answer == "done_200":
-            reply = _Reply(status=200)
-        elif answer == "done_204":
-            reply = _Reply(status=204)
-        else:
-            op = self._new_operation(resource_uri, checkpoint_id, scenario, answer == "accepted_async")
-            reply = _Reply(status=202, operation_id=op.id)
-            reply.headers.append(("Location", op.location_url))
-            if op.async_url:
-                reply.headers.append(("Azure-AsyncOperation", op.async_url))
-            self._add_retry_after(reply, scenario.retry_after, scenario)
-        reply.delay += delay
-        return reply
+        with self._lock:  # the VM's state is checked and changed in one step
+            now = time.time()
+            refusal = self._instances.check_submit(resource_uri, checkpoint_id, self.one_job_per_vm, now)
+            if refusal:
+                reply = refusal
+            elif isinstance(answer, Fault):
+                reply = self._fault_reply(answer, scenario, resource_uri)
+            elif answer in ("done_200", "done_204"):
+                self._instances.finished_at_once(resource_uri, checkpoint_id, now)
+                reply = Reply(status=200 if answer == "done_200" else 204)
+            else:
+                op = self._new_operation(resource_uri, checkpoint_id, scenario, answer == "accepted_async")
+                reply = Reply(status=202, operation_id=op.id)
+                reply.headers.append(("Location", op.location_url))
+                if op.async_url:
+                    reply.headers.append(("Azure-AsyncOperation", op.async_url))
+                self._add_retry_after(reply, scenario.retry_after, scenario)
+        return self._after_fault(reply, fault)
+
+    def _decide_instance(self, h: _Handler, rec: RecordedRequest, resource_uri: str) -> Reply:
+        if "" in resource_uri.split("/"):
+            return self._fail(rec, 404, "InvalidResourceType", "The resourceUri in the path has an empty segment.")
+        err, principal = self._check_call(h, rec, "GET")
+        if err:
+            return err
+        resource_uri = "/" + resource_uri
+        early = self._admit(rec, "reads", resource_uri, principal)
+        if early:
+            return early
+        scenario = self.scenario_for(resource_uri, None)
+        fault = self._instances.next_fault(resource_uri, scenario)
+        if fault is not None and (fault.drop or fault.status is not None):
+            return self._fault_reply(fault, scenario, resource_uri)
+        return self._after_fault(self._instances.get_reply(resource_uri, time.time()), fault)
 
     def _new_operation(
         self, resource_uri: str, checkpoint_id: str | None, scenario: Scenario, async_: bool
@@ -1029,9 +791,10 @@ class ArmEmulator:
             op._valid_targets.add(("operationstatuses", None))
         with self._lock:
             self._ops[opid] = op
+            self._instances.started(op)
         return op
 
-    def _decide_status(self, h: _Handler, rec: RecordedRequest, m: re.Match) -> _Reply:
+    def _decide_status(self, h: _Handler, rec: RecordedRequest, m: re.Match) -> Reply:
         err, principal = self._check_call(h, rec, "GET")
         if err:
             return err
@@ -1044,14 +807,13 @@ class ArmEmulator:
             return self._fail(rec, 404, "OperationNotFound", f"No operation '{opid}'.")
         if (kind, step) not in op._valid_targets:
             return self._fail(rec, 404, "OperationNotFound", f"The status URL '{rec.path}' was never handed out.")
-        throttled = self._throttle_check("reads", op.resource_uri, principal)
-        if throttled:
-            return throttled
+        early = self._admit(rec, "reads", op.resource_uri, principal)
+        if early:
+            return early
 
         scenario = op.scenario
         is_async = kind == "operationstatuses"
         now = time.time()
-        delay = 0.0
         with self._lock:
             op.polls += 1
             if is_async:
@@ -1067,18 +829,17 @@ class ArmEmulator:
         if fault is not None and (fault.drop or fault.status is not None):
             reply = self._fault_reply(fault, scenario, op.resource_uri)
         else:
-            delay = fault.delay if fault is not None else 0.0
-            reply = self._status_answer(op, scenario, is_async, now)
-        reply.delay += delay
+            reply = self._after_fault(self._status_answer(op, scenario, is_async, now), fault)
         reply.operation_id = op.id
         call.status = None if reply.drop else reply.status
         return reply
 
-    def _status_answer(self, op: Operation, scenario: Scenario, is_async: bool, now: float) -> _Reply:
+    def _status_answer(self, op: Operation, scenario: Scenario, is_async: bool, now: float) -> Reply:
         with self._lock:
             if not op.done:
                 if op.running_answers >= scenario.done_after_polls and now - op.created >= scenario.done_after_seconds:
                     op.completed_at = now
+                    self._instances.completed(op)
                 else:
                     op.running_answers += 1
             done = op.done
@@ -1096,11 +857,11 @@ class ArmEmulator:
 
         if not done:
             if is_async:
-                reply = _Reply.json(
-                    200, {"id": op.async_url, "name": op.id, "status": "InProgress", "startTime": _iso(op.created)}
+                reply = Reply.json(
+                    200, {"id": op.async_url, "name": op.id, "status": "InProgress", "startTime": iso(op.created)}
                 )
             else:
-                reply = _Reply(status=202)
+                reply = Reply(status=202)
                 if new_location:
                     reply.headers.append(("Location", new_location))
             self._add_retry_after(reply, scenario.retry_after, scenario)
@@ -1109,38 +870,44 @@ class ArmEmulator:
         final = scenario.final
         if isinstance(final, Fault):
             return self._fault_reply(final, scenario, op.resource_uri)
-        end = _iso(op.completed_at or now)
+        end = iso(op.completed_at or now)
 
-        def async_status(status: str, error: dict | None = None) -> _Reply:
-            body = {"id": op.async_url, "name": op.id, "status": status, "startTime": _iso(op.created), "endTime": end}
-            return _Reply.json(200, {**body, **(error or {})})
+        def async_status(status: str, error: dict | None = None) -> Reply:
+            body = {"id": op.async_url, "name": op.id, "status": status, "startTime": iso(op.created), "endTime": end}
+            return Reply.json(200, {**body, **(error or {})})
 
         if final == "Failed":
-            err = _full_error(
+            err = full_error(
                 scenario.error
                 or {"code": "CheckpointDeleteFailed", "message": "The checkpoint could not be deleted (emulated)."},
                 op.resource_uri,
             )
-            return async_status("Failed", err) if is_async else _Reply.json(400, err)
+            return async_status("Failed", err) if is_async else Reply.json(400, err)
         if final == "Canceled":
             if is_async:
-                return async_status(
-                    "Canceled", _full_error(scenario.error, op.resource_uri) if scenario.error else None
-                )
+                return async_status("Canceled", full_error(scenario.error, op.resource_uri) if scenario.error else None)
             err = scenario.error or {"code": "OperationCanceled", "message": "The operation was canceled (emulated)."}
-            return _Reply.json(400, _full_error(err, op.resource_uri))
+            return Reply.json(400, full_error(err, op.resource_uri))
         if is_async:
             return async_status("Succeeded")
-        return _Reply(status=204 if final == "204" else 200)
+        return Reply(status=204 if final == "204" else 200)
 
-    def _fault_reply(self, fault: Fault, scenario: Scenario, target: str) -> _Reply:
+    @staticmethod
+    def _after_fault(reply: Reply, fault: Fault | None) -> Reply:
+        """The normal answer under a fault that lets the request be processed (slow, lost)."""
+        if fault is not None:
+            reply.delay += fault.delay
+            reply.drop = reply.drop or fault.drop_after_processing
+        return reply
+
+    def _fault_reply(self, fault: Fault, scenario: Scenario, target: str) -> Reply:
         if fault.drop:
-            return _Reply(drop=True, delay=fault.delay)
+            return Reply(drop=True, delay=fault.delay)
         status = int(fault.status or 500)
         if fault.error is not None:
-            reply = _Reply.json(status, _full_error(fault.error, target), delay=fault.delay)
+            reply = Reply.json(status, full_error(fault.error, target), delay=fault.delay)
         else:
-            reply = _Reply(status=status, delay=fault.delay)
+            reply = Reply(status=status, delay=fault.delay)
         if fault.location:
             reply.headers.append(("Location", fault.location))
         self._add_retry_after(reply, fault.retry_after, scenario)
@@ -1148,7 +915,7 @@ class ArmEmulator:
         return reply
 
     @staticmethod
-    def _add_retry_after(reply: _Reply, value: int | str | None, scenario: Scenario) -> None:
+    def _add_retry_after(reply: Reply, value: int | str | None, scenario: Scenario) -> None:
         if value is None:
             return
         if isinstance(value, str):
