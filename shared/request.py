@@ -1,12 +1,17 @@
-"""Deletion requests: decoding a queue message (plain, base64, Event Grid, CloudEvents) and validating it."""
+"""Deletion requests: decoding a queue message (plain, base64, Event Grid, CloudEvents) and validating it.
+
+Whatever the message holds, `decode_request` returns a DeletionRequest or raises InvalidRequest (contract
+section 3: no input may crash the function), and what an InvalidRequest carries can go into an event as is.
+"""
 
 from __future__ import annotations
 
 import base64
-import binascii
 import json
+import os
 import re
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 from .logs import get_logger
 
@@ -15,10 +20,27 @@ logger = get_logger(__name__)
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_RESOURCE_URI = 1024
 MAX_TEXT_FIELD = 256
+MAX_NESTING = 64  # arrays and objects inside one another; an envelope around a request needs 2
 
+# The noncharacters: U+FDD0-U+FDEF and the last two code points of each plane (a regex class fragment).
+_NONCHARACTERS = "\ufdd0-\ufdef" + "".join(
+    chr(plane | 0xFFFE) + chr(plane | 0xFFFF) for plane in range(0, 0x110000, 0x10000)
+)
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
-# also lone surrogates and the noncharacters U+FFFE/U+FFFF, which a queue message cannot carry
-_FORBIDDEN_IN_URI = re.compile(r"[?#%\\\s\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+_GUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
+# also lone surrogates and noncharacters, which a queue message or an event cannot carry
+_FORBIDDEN_IN_URI = re.compile(r"[?#%\\\s\x00-\x1f\x7f-\x9f\ud800-\udfff" + _NONCHARACTERS + "]")
+_NOT_EVENT_TEXT = re.compile(r"[\ud800-\udfff" + _NONCHARACTERS + "]")
+# The nesting scan: JSON strings (possessive, so an unterminated one costs linear time), then brackets.
+_JSON_STRING = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+"', re.DOTALL)
+_NOT_A_BRACKET = re.compile(r"[^\[\]{}]++")
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+# Members the app reads, by the object they are in: a repeated one makes the message ambiguous.
+_REQUEST_FIELDS = ("resourceUri", "checkpointId", "requestId", "correlationId")
+_CLOUDEVENT_MEMBERS = ("id", "data", "data_base64")
+_EVENTGRID_MEMBERS = ("id", "data")
+_EVENT_FIELDS = (*_REQUEST_FIELDS, "traceparent")  # what InvalidRequest.fields may carry
 
 
 @dataclass(frozen=True)
@@ -34,7 +56,7 @@ class DeletionRequest:
 class InvalidRequest(Exception):
     """A message that is not a valid deletion request.
 
-    `fields` holds what could still be read from it (valid values only), so the
+    `fields` holds what could still be read from it (valid values only: printable, bounded text), so the
     `Failed` event can name the request, its resource and its correlation id.
     """
 
@@ -47,82 +69,191 @@ class InvalidRequest(Exception):
 
 
 def decode_request(body: bytes | str, message_id: str) -> DeletionRequest:
-    """Turn a queue message into a validated DeletionRequest, or raise InvalidRequest."""
-    raw = body.encode("utf-8") if isinstance(body, str) else bytes(body)
-    fallback = {"requestId": message_id}
-    if len(raw) > MAX_MESSAGE_BYTES:
+    """Turn a queue message into a validated DeletionRequest, or raise InvalidRequest; never anything else."""
+    default_id = _message_request_id(message_id)
+    known = {"requestId": default_id}  # what has been read so far; an envelope's id replaces the message id
+    try:
+        return _decode(body, known)
+    except InvalidRequest as invalid:
+        invalid.fields = _event_fields(invalid.fields, default_id)
+        raise
+    except Exception as error:  # the last line of defence: a defect here must still end in an event
+        name = type(error).__name__
+        logger.error("requestId=%s: reading the message failed with %s at %s", known["requestId"], name, _where(error))
         raise InvalidRequest(
-            f"message is {len(raw)} bytes; at most {MAX_MESSAGE_BYTES} are accepted", "message", fallback
-        )
-    document = _parse_json_or_base64_json(raw, "message", fallback)
-    request, envelope_id, envelope_traceparent = _unwrap(document, fallback)
-    return _validate(request, envelope_id or message_id, envelope_traceparent)
+            f"message could not be read ({name})", "message", _event_fields(known, default_id)
+        ) from None
 
 
-def _parse_json_or_base64_json(raw: bytes, target: str, fallback: dict):
+def _decode(body, known: dict) -> DeletionRequest:
+    if isinstance(body, str):
+        raw = body.encode("utf-8", "surrogatepass")  # a lone surrogate is then no UTF-8, and refused as such
+    elif isinstance(body, bytes | bytearray | memoryview):
+        raw = bytes(body)
+    else:
+        raise InvalidRequest("message must be bytes or text", "message", known)
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise InvalidRequest(f"message is {len(raw)} bytes; at most {MAX_MESSAGE_BYTES} are accepted", "message", known)
+    document = _parse_json_or_base64_json(raw, "message", known)
+    request, envelope_traceparent = _unwrap(document, known)
+    return _validate(request, known["requestId"], envelope_traceparent)
+
+
+# --- JSON --------------------------------------------------------------------------------------------
+
+
+class _NotJson(ValueError):
+    """Text Python's json module reads but RFC 8259 does not: NaN, Infinity, -Infinity."""
+
+
+class _JsonNumber:
+    """A number, kept as its JSON text: no field of a request is a number, so none is converted (which
+    keeps a 60,000-digit integer from costing time or hitting the int-string limit, and 1e999999 from
+    becoming inf)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str):
+        self.text = text
+
+
+class _Repeated(dict):
+    """An object whose JSON text names a member more than once (the last value is kept, as json does)."""
+
+    names: frozenset = frozenset()
+
+
+def _object(pairs: list) -> dict:
+    obj = dict(pairs)
+    if len(obj) == len(pairs):
+        return obj
+    seen: set = set()
+    names = set()
+    for name, _ in pairs:
+        (names if name in seen else seen).add(name)
+    repeated = _Repeated(obj)
+    repeated.names = frozenset(names)
+    return repeated
+
+
+def _refuse_constant(name: str):
+    raise _NotJson(f"{name} is not a JSON number")
+
+
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_object, parse_int=_JsonNumber, parse_float=_JsonNumber, parse_constant=_refuse_constant
+)
+
+
+def _too_deep(text: str) -> bool:
+    if text.count("[") + text.count("{") <= MAX_NESTING:
+        return False
+    brackets = _NOT_A_BRACKET.sub("", _JSON_STRING.sub("", text))
+    return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0) > MAX_NESTING
+
+
+def _loads(text: str, target: str, known: dict):
+    """The JSON value of `text`; ValueError when it is no JSON. Nesting is bounded before parsing, so the
+    parser's recursion can never run out of stack."""
+    if _too_deep(text):
+        raise InvalidRequest(f"{target} nests arrays or objects more than {MAX_NESTING} levels deep", target, known)
+    return _DECODER.decode(text)
+
+
+def _parse_json_or_base64_json(raw: bytes, target: str, known: dict):
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise InvalidRequest(f"{target} is not UTF-8 text", target, fallback) from None
+        raise InvalidRequest(f"{target} is not UTF-8 text", target, known) from None
     try:
-        return json.loads(text)
+        return _loads(text, target, known)
+    except ValueError as error:
+        reason = f" ({error})" if isinstance(error, _NotJson) else ""
+    try:  # binascii.Error, non-ASCII text and UnicodeDecodeError are all ValueErrors
+        decoded = base64.b64decode("".join(text.split()), validate=True).decode("utf-8-sig")
     except ValueError:
-        pass
+        raise InvalidRequest(f"{target} is not valid JSON{reason}, nor base64 of JSON", target, known) from None
     try:
-        decoded = base64.b64decode("".join(text.split()), validate=True)
-        return json.loads(decoded.decode("utf-8-sig"))
-    except (binascii.Error, ValueError):
-        raise InvalidRequest(f"{target} is not valid JSON, nor base64 of JSON", target, fallback) from None
+        return _loads(decoded, target, known)
+    except ValueError as error:
+        reason = f" ({error})" if isinstance(error, _NotJson) else ""
+        raise InvalidRequest(f"{target} is base64 of text that is not valid JSON{reason}", target, known) from None
 
 
-def _unwrap(document, fallback: dict) -> tuple[dict, str | None, str | None]:
-    """Return (request object, envelope id, envelope traceparent) for each accepted envelope."""
-    if isinstance(document, list) and len(document) == 1:
-        document = document[0]  # an Event Grid or CloudEvents batch of one
+# --- envelopes ---------------------------------------------------------------------------------------
+
+_AMBIGUOUS = object()  # a member given more than once where only one may be (a traceparent: dropped)
+
+
+def _unwrap(document, known: dict) -> tuple[dict, object]:
+    """Return (request object, envelope traceparent) for each accepted envelope; an envelope's id, when
+    usable, becomes known["requestId"]."""
+    if isinstance(document, list):
+        raise InvalidRequest("message must be a JSON object (not an array)", "message", known)
     if not isinstance(document, dict):
-        raise InvalidRequest("message must be a JSON object", "message", fallback)
+        raise InvalidRequest("message must be a JSON object", "message", known)
 
     if "resourceUri" in document:  # a plain request: envelopes carry it in their data
-        return document, None, None
+        return _request_object(document, "message", known), None
 
     if "specversion" in document:  # CloudEvents 1.0, structured JSON
-        envelope_id = _text_or_none(document.get("id"))
-        known = {"requestId": envelope_id} if envelope_id else fallback
-        traceparent = document.get("traceparent")
-        if "data_base64" in document and document["data_base64"] is not None:
+        _refuse_repeated(document, _CLOUDEVENT_MEMBERS, "message", known)
+        _read_envelope_id(document, known)
+        traceparent = _member(document, "traceparent")
+        if document.get("data_base64") is not None:
             if not isinstance(document["data_base64"], str):
                 raise InvalidRequest("data_base64 must be a base64 string", "data_base64", known)
             data = _parse_json_or_base64_json(_b64_or_invalid(document["data_base64"], known), "data_base64", known)
-        elif "data" in document:
-            data = document["data"]
-        else:
-            raise InvalidRequest("CloudEvent carries no data (data or data_base64)", "data", known)
-        return _object_or_invalid(data, "data", known), envelope_id, traceparent
+            return _request_object(data, "data_base64", known), traceparent
+        if "data" in document:
+            return _request_object(document["data"], "data", known), traceparent
+        raise InvalidRequest("CloudEvent carries no data (data or data_base64)", "data", known)
 
     if "eventType" in document and "data" in document:  # Event Grid schema
-        envelope_id = _text_or_none(document.get("id"))
-        known = {"requestId": envelope_id} if envelope_id else fallback
-        return _object_or_invalid(document["data"], "data", known), envelope_id, None
+        _refuse_repeated(document, _EVENTGRID_MEMBERS, "message", known)
+        _read_envelope_id(document, known)
+        return _request_object(document["data"], "data", known), None
 
-    return document, None, None
+    return _request_object(document, "message", known), None
+
+
+def _read_envelope_id(envelope: dict, known: dict) -> None:
+    envelope_id = _text_or_none(envelope.get("id"))
+    if envelope_id:
+        known["requestId"] = envelope_id
+
+
+def _member(obj: dict, name: str):
+    return _AMBIGUOUS if name in getattr(obj, "names", ()) else obj.get(name)
+
+
+def _refuse_repeated(obj: dict, members: tuple[str, ...], where: str, known: dict) -> None:
+    for name in members:
+        if name in getattr(obj, "names", ()):
+            raise InvalidRequest(f"{where} has more than one member named {name}", name, known)
 
 
 def _b64_or_invalid(text: str, known: dict) -> bytes:
     try:
         return base64.b64decode(text, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or text that is not ASCII
         raise InvalidRequest("data_base64 is not valid base64", "data_base64", known) from None
 
 
-def _object_or_invalid(data, target: str, known: dict) -> dict:
+def _request_object(data, target: str, known: dict) -> dict:
     if isinstance(data, str):  # data sent as a JSON string
         try:
-            data = json.loads(data)
-        except ValueError:
-            raise InvalidRequest(f"{target} is not a JSON object", target, known) from None
+            data = _loads(data, target, known)
+        except ValueError as error:
+            reason = f" ({error})" if isinstance(error, _NotJson) else ""
+            raise InvalidRequest(f"{target} is not a JSON object{reason}", target, known) from None
     if not isinstance(data, dict):
         raise InvalidRequest(f"{target} must be a JSON object (the deletion request)", target, known)
+    _refuse_repeated(data, _REQUEST_FIELDS, target, known)
     return data
+
+
+# --- fields ------------------------------------------------------------------------------------------
 
 
 def _text_or_none(value) -> str | None:
@@ -130,7 +261,44 @@ def _text_or_none(value) -> str | None:
 
 
 def _is_text(value) -> bool:
+    """1..256 printable characters: isprintable() excludes controls, format characters, lone surrogates,
+    private use, unassigned code points and so every noncharacter, so such text can go into an event."""
     return isinstance(value, str) and 1 <= len(value) <= MAX_TEXT_FIELD and value.isprintable()
+
+
+def _message_request_id(message_id) -> str:
+    """The queue message id as the default requestId (the queue service's is a GUID; anything else is made
+    printable and bounded here, so that the event can still carry it)."""
+    if _is_text(message_id):
+        return message_id
+    text = message_id if isinstance(message_id, str) else ""
+    cleaned = "".join(c if c.isprintable() else "\ufffd" for c in text[:MAX_TEXT_FIELD])
+    return cleaned or "unknown-message-id"
+
+
+def _event_fields(fields: dict, default_id: str) -> dict:
+    """Only the fields an event carries, and only as text an event can carry (a defence in depth: every
+    value put in them is validated already)."""
+    safe = {
+        name: value
+        for name in _EVENT_FIELDS
+        if isinstance(value := fields.get(name), str)
+        and 1 <= len(value) <= MAX_RESOURCE_URI
+        and not _NOT_EVENT_TEXT.search(value)
+    }
+    safe.setdefault("requestId", default_id)
+    return safe
+
+
+def _where(error: BaseException) -> str:
+    """Where `error` was raised, as function (file:line); no value of the message."""
+    tb = error.__traceback__
+    if tb is None:
+        return "an unknown place"
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    return f"{code.co_name} ({os.path.basename(code.co_filename)}:{tb.tb_lineno})"
 
 
 def resource_uri_problem(value) -> str | None:
@@ -140,7 +308,7 @@ def resource_uri_problem(value) -> str | None:
     if len(value) > MAX_RESOURCE_URI:
         return f"resourceUri is {len(value)} characters; at most {MAX_RESOURCE_URI} are accepted"
     if _FORBIDDEN_IN_URI.search(value):
-        return "resourceUri must not contain '?', '#', '%', '\\', whitespace or control characters"
+        return "resourceUri must not contain '?', '#', '%', '\\', whitespace, control characters or noncharacters"
     if not value.startswith("/"):
         return "resourceUri must start with '/subscriptions/'"
     segments = value[1:].split("/")
@@ -157,6 +325,8 @@ def resource_uri_problem(value) -> str | None:
         or segments[4].lower() != "providers"
     ):
         return f"resourceUri is not an ARM resource id of the form {expected}"
+    if not _GUID.fullmatch(segments[1]):
+        return "resourceUri's subscription id must be a GUID"
     return None
 
 
@@ -207,7 +377,7 @@ def _validate(request: dict, default_request_id: str, envelope_traceparent) -> D
             known["resourceUri"] = resource_uri
 
     traceparent = None
-    for candidate in (request.get("traceparent"), envelope_traceparent):
+    for candidate in (_member(request, "traceparent"), envelope_traceparent):
         if candidate is None:
             continue
         traceparent = valid_traceparent(candidate)

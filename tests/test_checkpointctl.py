@@ -244,7 +244,7 @@ GOOD_LINE = json.dumps({"resourceUri": URI, "checkpointId": "cp-1"})
     ("bad_line", "named"),
     [
         (json.dumps({"resourceUri": URI + "/../vm2", "checkpointId": "cp"}), "resourceUri"),
-        (json.dumps({"resourceUri": "/subscriptions/s/resourceGroups/rg/providers/P/t/./n"}), "resourceUri"),
+        (json.dumps({"resourceUri": URI.replace("/machines/", "/machines/./")}), "resourceUri"),
         (json.dumps({"checkpointId": "cp-1"}), "resourceUri"),
         (json.dumps({"resourceUri": URI, "checkpointId": "c" * 257}), "checkpointId"),
         (json.dumps({"resourceUri": URI, "correlationId": 5}), "correlationId"),

@@ -3,8 +3,8 @@
 What is proved here:
 
 - Requests: for generated request objects (valid ARM resource ids and their mutations: empty and dot
-  segments, forbidden characters, wrong literal segments, odd segment counts, over-long ids, wrong types,
-  empty, over-long and non-printable text fields), schemas/deletion-request.schema.json accepts exactly
+  segments, forbidden characters, wrong literal segments, subscription ids that are not GUIDs, odd segment
+  counts, over-long ids, wrong types, empty, over-long and non-printable text fields), schemas/deletion-request.schema.json accepts exactly
   what `shared.request.decode_request(json.dumps(obj), "msg-id")` accepts.
 - "Printable": the app uses Python's str.isprintable(); the schema's pattern names what a regular
   expression can name without Unicode property escapes. The generators draw text characters from the
@@ -72,7 +72,9 @@ EVENT_OF_STATUS = {s: ref(EVENT_SCHEMA["$id"] + "#" + s.lower()) for s in ("Acce
 
 TYPE_PREFIX = "ScVmm.CheckpointDelete."
 INVALID_SOURCE = "/checkpoint-delete/invalid-request"
-URI = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg1/providers/Microsoft.HybridCompute/machines/vm1"
+SUB = "00000000-0000-0000-0000-000000000001"
+SUBS = "/subscriptions/" + SUB
+URI = SUBS + "/resourceGroups/rg1/providers/Microsoft.HybridCompute/machines/vm1"
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 TEXT_FIELDS = ("checkpointId", "requestId", "correlationId")
 
@@ -97,8 +99,13 @@ def app_accepts(obj) -> bool:
 
 
 # Characters a queue message cannot carry (lone surrogates: Azurite answers 400 Bad Request; U+FFFE,
-# U+FFFF: stored, but the SDK cannot parse the answer): both the schema and the app reject them in resourceUri.
-UNCARRIABLE_URI_CHARS = "\ud800\udbff\udc00\udfff\ufffe\uffff"
+# U+FFFF: stored, but the SDK cannot parse the answer) and the other noncharacters, which no event may carry:
+# both the schema and the app reject them in resourceUri.
+NONCHARACTER_CODE_POINTS = [
+    *range(0xFDD0, 0xFDF0),
+    *(p | c for p in range(0, 0x110000, 0x10000) for c in (0xFFFE, 0xFFFF)),
+]
+UNCARRIABLE_URI_CHARS = "\ud800\udbff\udc00\udfff" + "".join(map(chr, NONCHARACTER_CODE_POINTS))
 
 
 def assert_same_verdict(obj, schema_ok: bool, app_ok: bool) -> None:
@@ -152,11 +159,14 @@ def case_variants(word: str):
 segments = st.text(SEGMENT_CHARS, min_size=1, max_size=10).filter(lambda s: s not in (".", ".."))
 
 
+subscription_ids = st.uuids().map(str).flatmap(case_variants)  # GUIDs in any letter case
+
+
 @st.composite
 def resource_ids(draw) -> str:
     parts = [
         draw(case_variants("subscriptions")),
-        draw(segments),
+        draw(subscription_ids),
         draw(case_variants("resourceGroups")),
         draw(segments),
         draw(case_variants("providers")),
@@ -177,7 +187,7 @@ def mutated_resource_ids(draw) -> str:
     """A valid id with one mutation; most are invalid, some (a long id within 1024, '...') are not."""
     uri = draw(resource_ids())
     parts = uri[1:].split("/")
-    kind = draw(st.sampled_from(["empty", "dot", "char", "literal", "count", "long", "prefix"]))
+    kind = draw(st.sampled_from(["empty", "dot", "char", "literal", "subscription", "count", "long", "prefix"]))
     if kind == "empty":  # '//' inside, or a trailing '/'
         parts.insert(draw(st.integers(0, len(parts))), "")
     elif kind == "dot":
@@ -191,6 +201,11 @@ def mutated_resource_ids(draw) -> str:
     elif kind == "literal":
         at = draw(st.sampled_from([0, 2, 4]))
         parts[at] = draw(st.one_of(st.sampled_from(WRONG_LITERALS), segments))
+    elif kind == "subscription":  # not a GUID, mostly: one character more, less or changed, braces, no dashes
+        guid = parts[1]
+        at = draw(st.integers(0, len(guid) - 1))
+        changed = guid[:at] + draw(st.sampled_from(["g", "-", "0", "F", "\u0661", "\uff10", ""])) + guid[at + 1 :]
+        parts[1] = draw(st.sampled_from([changed, guid + "0", guid[1:], "{" + guid + "}", guid.replace("-", "")]))
     elif kind == "count":  # drop or add one segment (odd count), or cut below eight segments
         choice = draw(st.sampled_from(["drop", "add", "cut"]))
         if choice == "drop":
@@ -329,24 +344,24 @@ def test_request_schema_agrees_with_decode_request(quiet_app_logs):
     assert verdicts[True, True] >= 50 and verdicts[False, False] >= 50, verdicts
 
 
-LONG = "/subscriptions/s/resourceGroups/r/providers/P/t/"
+LONG = SUBS + "/resourceGroups/r/providers/P/t/"
 CASES = [  # (request, both accept?) — each row is also checked by node's ECMA-262 engine
     ({"resourceUri": URI}, True),
     ({"resourceUri": URI.upper().replace("/SUBSCRIPTIONS/", "/subscriptions/")}, True),
-    ({"resourceUri": "/SUBSCRIPTIONS/s/RESOURCEGROUPS/r/PROVIDERS/p/t/n/c/d"}, True),
-    ({"resourceUri": "/subscriptions/s/resourceGroups/r/providers/p/t/n/c"}, False),  # odd segment count
-    ({"resourceUri": "/subscriptions/s/resourceGroups/r/providers/p/t"}, False),  # too few segments
-    ({"resourceUri": "/subscription/s/resourceGroups/r/providers/p/t/n"}, False),
-    ({"resourceUri": "/subscriptions/s/resourcegroup/r/providers/p/t/n"}, False),
-    ({"resourceUri": "/subscriptions/s/resourceGroups/r/provider/p/t/n"}, False),
-    ({"resourceUri": "/ſubscriptions/s/resourceGroups/r/providers/p/t/n"}, False),  # ſ.lower() is not s
-    ({"resourceUri": "subscriptions/s/resourceGroups/r/providers/p/t/n"}, False),
+    ({"resourceUri": "/SUBSCRIPTIONS/" + SUB.upper() + "/RESOURCEGROUPS/r/PROVIDERS/p/t/n/c/d"}, True),
+    ({"resourceUri": SUBS + "/resourceGroups/r/providers/p/t/n/c"}, False),  # odd segment count
+    ({"resourceUri": SUBS + "/resourceGroups/r/providers/p/t"}, False),  # too few segments
+    ({"resourceUri": "/subscription/" + SUB + "/resourceGroups/r/providers/p/t/n"}, False),
+    ({"resourceUri": SUBS + "/resourcegroup/r/providers/p/t/n"}, False),
+    ({"resourceUri": SUBS + "/resourceGroups/r/provider/p/t/n"}, False),
+    ({"resourceUri": "/ſubscriptions/" + SUB + "/resourceGroups/r/providers/p/t/n"}, False),  # ſ.lower() is not s
+    ({"resourceUri": SUBS[1:] + "/resourceGroups/r/providers/p/t/n"}, False),
     ({"resourceUri": "/subscriptions//resourceGroups/r/providers/p/t/n"}, False),
     ({"resourceUri": URI + "/"}, False),
-    ({"resourceUri": "/subscriptions/s/resourceGroups/./providers/p/t/n"}, False),
-    ({"resourceUri": "/subscriptions/s/resourceGroups/r/providers/p/t/.."}, False),
-    ({"resourceUri": "/subscriptions/s/resourceGroups/r/providers/p/t/..."}, True),
-    ({"resourceUri": "/subscriptions/s/resourceGroups/r/providers/p/t/.n"}, True),
+    ({"resourceUri": SUBS + "/resourceGroups/./providers/p/t/n"}, False),
+    ({"resourceUri": SUBS + "/resourceGroups/r/providers/p/t/.."}, False),
+    ({"resourceUri": SUBS + "/resourceGroups/r/providers/p/t/..."}, True),
+    ({"resourceUri": SUBS + "/resourceGroups/r/providers/p/t/.n"}, True),
     ({"resourceUri": URI + "?api-version=1"}, False),
     ({"resourceUri": URI + "#x"}, False),
     ({"resourceUri": URI + "%2F"}, False),
@@ -361,6 +376,15 @@ CASES = [  # (request, both accept?) — each row is also checked by node's ECMA
     ({"resourceUri": URI.replace("vm1", "vm\U0001f600")}, True),
     ({"resourceUri": LONG + "n" * (1024 - len(LONG))}, True),
     ({"resourceUri": LONG + "n" * (1025 - len(LONG))}, False),
+    ({"resourceUri": URI.replace(SUB, "s")}, False),  # the subscription id must be a GUID
+    ({"resourceUri": URI.replace(SUB, "{" + SUB + "}")}, False),
+    ({"resourceUri": URI.replace(SUB, SUB.replace("-", ""))}, False),
+    ({"resourceUri": URI.replace(SUB, SUB[:-1] + "\u0661")}, False),  # a digit, but not an ASCII one
+    ({"resourceUri": URI.replace(SUB, SUB + "0")}, False),
+    ({"resourceUri": URI.replace(SUB, "4BF92F35-77B3-4DA6-A3CE-929D0e0e4736")}, True),
+    ({"resourceUri": URI.replace("vm1", "vm\ufdd0")}, False),  # noncharacters
+    ({"resourceUri": URI.replace("vm1", "vm\U0010fffe")}, False),
+    ({"resourceUri": URI.replace("vm1", "vm\U0010fffd")}, True),  # private use, next to them
     ({"resourceUri": 5}, False),
     ({"resourceUri": None}, False),
     ({}, False),
@@ -406,11 +430,9 @@ def test_characters_a_queue_cannot_carry_are_rejected_by_both(char):
 
 
 def test_top_level_non_objects():
-    for document in ("x", 5, None, [], ["x"], [URI]):
+    for document in ("x", 5, None, [], ["x"], [URI], [{"resourceUri": URI}]):  # not even an array of one request
         assert not schema_accepts(REQUEST, document) and not app_accepts(document)
-    # The app also reads an array of one as that one object (an Event Grid or CloudEvents batch of one).
-    # The schema describes the object itself; the request object inside must validate.
-    assert app_accepts([{"resourceUri": URI}]) and schema_accepts(REQUEST, {"resourceUri": URI})
+    assert schema_accepts(REQUEST, {"resourceUri": URI}) and app_accepts({"resourceUri": URI})
 
 
 def _class_after(pattern: str, opening: str) -> str:
@@ -440,7 +462,7 @@ def test_printable_pattern_matches_isprintable_on_every_code_point():
 
 
 def test_resource_uri_class_is_the_apps():
-    expected = {ord(c) for c in APP_URI_FORBIDDEN} | {ord("/")} | {ord(c) for c in "\ufffe\uffff"}
+    expected = {ord(c) for c in APP_URI_FORBIDDEN} | {ord("/")} | set(NONCHARACTER_CODE_POINTS)
     expected |= set(range(0xD800, 0xE000))
     assert excluded_by(SEGMENT_CLASS) == expected
 
@@ -595,7 +617,7 @@ def assert_valid_event(event: dict) -> None:
             "traceparent": TRACEPARENT,
         },
         {"resourceUri": URI},
-        {"resourceUri": "/subscriptions/s/resourceGroups/r/vm1", "requestId": "req-2", "correlationId": "c-2"},
+        {"resourceUri": SUBS + "/resourceGroups/r/vm1", "requestId": "req-2", "correlationId": "c-2"},
         {"requestId": "x" * 300, "checkpointId": ""},
     ],
     ids=["every field", "only resourceUri", "invalid resourceUri", "nothing usable"],
