@@ -90,8 +90,8 @@ param requestsQueueName string = 'checkpoint-delete-requests'
 param trackingQueueName string = 'checkpoint-delete-tracking'
 
 @minLength(3)
-@maxLength(56) // so that '<name>-outbox' is still a valid queue name
-@description('CHECKPOINT_EVENTS_QUEUE: where outcome events (CloudEvents JSON) go. With Event Grid, its outbox queue <name>-outbox is created too.')
+@maxLength(52) // so that '<name>-outbox' and '<name>-deadletter' are still valid queue names
+@description('CHECKPOINT_EVENTS_QUEUE: where outcome events (CloudEvents JSON) go. With Event Grid, its outbox queue <name>-outbox and dead-letter queue <name>-deadletter are created too.')
 param eventsQueueName string = 'checkpoint-delete-events'
 
 @description('POLL_SCHEDULE: NCRONTAB (six fields, seconds first, UTC) of the polling timer. Empty = every 15 seconds.')
@@ -100,6 +100,10 @@ param pollSchedule string = '*/15 * * * * *'
 @minValue(1)
 @description('OPERATION_TIMEOUT_SECONDS: an operation still running this long after submission fails with OperationTimedOut.')
 param operationTimeoutSeconds int = 86400
+
+@minValue(1)
+@description('POLL_FAILURE_WINDOW_SECONDS: a tracked operation whose status reads met nothing but transient failures this long fails with RetriesExhausted.')
+param pollFailureWindowSeconds int = 3600
 
 @description('EVENTGRID_TOPIC_ENDPOINT: Event Grid custom topic endpoint that every event is also published to. Empty = taken from eventGridTopicResourceId when that is given, else unset (queue only).')
 param eventGridTopicEndpoint string = ''
@@ -164,6 +168,7 @@ var eventGridEnabled = !empty(eventGridTopicEndpoint) || !empty(eventGridTopicRe
 var outboxQueueName = '${eventsQueueName}-outbox'
 var outboxQueueNames = [
   outboxQueueName
+  '${eventsQueueName}-deadletter'
 ]
 var allQueueNames = eventGridEnabled ? concat(queueNames, outboxQueueNames) : queueNames
 
@@ -295,6 +300,7 @@ module api 'app/function.bicep' = {
     armApiVersion: armApiVersion
     pollSchedule: pollScheduleValue
     operationTimeoutSeconds: operationTimeoutSeconds
+    pollFailureWindowSeconds: pollFailureWindowSeconds
     eventGridTopicEndpoint: eventGridEndpointValue
   }
   // The host starts as soon as the site exists: let it find its roles already in place.

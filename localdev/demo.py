@@ -58,9 +58,9 @@ KINDS = [
     ),
     Kind(
         "arm-rejects",
-        Scenario(submit=Fault.arm_error(409, "Conflict", "the checkpoint is in use")),
+        Scenario(submit=Fault.arm_error(400, "InvalidParameter", "the checkpoint cannot be deleted")),
         "Failed",
-        "Conflict",
+        "InvalidParameter",
     ),
     Kind("malformed", None, "Failed", "InvalidRequest", malformed=True),
 ]

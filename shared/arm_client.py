@@ -1,90 +1,52 @@
-"""The ARM client: the deleteCheckpoint POST and the long-running operation's status GETs.
+"""The ARM client: the deleteCheckpoint POST, the operation's status GETs and the VM instance read.
 
-One `requests.Session` and one credential serve every call. A bearer token is only ever
-sent over https to the host and port of ARM_ENDPOINT, and redirects are never followed.
-Each call ends in an `ArmAnswer` that says what the answer means for the operation.
+One `requests.Session` and one token cache serve every call. A bearer token is only ever sent
+over https to the host and port of ARM_ENDPOINT, and redirects are never followed. Each call is
+bounded: its pacing wait, its wait for a token and its timeouts fit the caller's deadline.
+Each call ends in an `ArmAnswer` (see `arm_answers`) that says what the answer means.
 """
 
 from __future__ import annotations
 
-import email.utils
 import json
-import threading
-import time
 import uuid
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import requests
-from azure.core.exceptions import AzureError
+import urllib3
 from requests.adapters import HTTPAdapter
 
+from .arm_answers import (  # noqa: F401 (states and helpers are also used through this module)
+    ACCEPTED,
+    FAILED,
+    MAX_URL,
+    NOT_PERMITTED,
+    RUNNING,
+    SUCCEEDED,
+    TRANSIENT,
+    ArmAnswer,
+    app_error,
+    arm_error,
+    instance_answer,
+    parse_retry_after,
+    status_answer,
+    submit_answer,
+    transient,
+)
+from .budgets import ARM_TIMEOUT, DEFAULT_BUDGETS, Budgets, Deadline
 from .logs import get_logger
 from .pacing import ArmPacer
 from .request import DeletionRequest
+from .tokens import TokenCache, TokenUnavailable
 
 logger = get_logger(__name__)
 
-OPERATION_PATH = "/providers/Microsoft.ScVmm/virtualMachineInstances/default/deleteCheckpoint"
+INSTANCE_PATH = "/providers/Microsoft.ScVmm/virtualMachineInstances/default"
+OPERATION_PATH = f"{INSTANCE_PATH}/deleteCheckpoint"
 PUBLIC_CLOUD_SCOPE = "https://management.azure.com/.default"
 SOVEREIGN_SUFFIXES = (".usgovcloudapi.net", ".chinacloudapi.cn")
-DEFAULT_TIMEOUT = (10.0, 60.0)  # connect, read (seconds)
-TOKEN_REFRESH_MARGIN = 300  # seconds before expiry when a token is fetched anew
-
-# Answer states
-ACCEPTED = "accepted"  # 202 to the POST: an operation to track
-RUNNING = "running"  # the operation is still running
-SUCCEEDED = "succeeded"
-FAILED = "failed"  # final failure; `error` says why
-TRANSIENT = "transient"  # try again later; `error` is the last error seen
-
-ASYNC_FINAL = {"succeeded": SUCCEEDED, "failed": FAILED, "canceled": FAILED, "cancelled": FAILED}
-
-
-@dataclass(frozen=True)
-class ArmAnswer:
-    state: str
-    status_code: int | None = None
-    location: str | None = None
-    async_url: str | None = None
-    retry_after: float | None = None
-    error: dict | None = None
-
-
-def app_error(code: str, message: str, target: str | None = None) -> dict:
-    return {"code": code, "message": message, "target": target, "details": [], "additionalInfo": []}
-
-
-def arm_error(body) -> dict | None:
-    """ARM's ErrorResponse error object, with every field of the contract present, or None."""
-    if not isinstance(body, dict) or not isinstance(body.get("error"), dict):
-        return None
-    error = body["error"]
-    if not error.get("code") and not error.get("message"):
-        return None
-    return {
-        "code": error.get("code"),
-        "message": error.get("message"),
-        "target": error.get("target"),
-        "details": error.get("details") or [],
-        "additionalInfo": error.get("additionalInfo") or [],
-    }
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (integer seconds or an HTTP-date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(int(value)))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+MIN_CALL_SECONDS = 1.0  # a call with less time left than this is not made
+MAX_ANSWER_BYTES = 1024 * 1024  # more of an answer's body is not read
 
 
 def arm_scope(arm_endpoint: str) -> str:
@@ -101,20 +63,19 @@ class ArmClient:
         arm_endpoint: str,
         api_version: str,
         *,
-        timeout=DEFAULT_TIMEOUT,
+        timeout=ARM_TIMEOUT,
+        budgets: Budgets = DEFAULT_BUDGETS,
         pool_size=32,
         pacer: ArmPacer | None = None,
     ):
-        self._credential = credential
         self._endpoint = arm_endpoint.rstrip("/")
         endpoint = urlsplit(self._endpoint)
         self._trusted_origin = (endpoint.hostname.lower(), endpoint.port or 443)
         self._api_version = api_version
-        self._scope = arm_scope(arm_endpoint)
+        self._tokens = TokenCache(credential, arm_scope(arm_endpoint))
         self._timeout = timeout
-        self._pacer = pacer or ArmPacer()
-        self._token = None
-        self._token_lock = threading.Lock()
+        self._budgets = budgets
+        self._pacer = pacer if pacer is not None else ArmPacer()
         self._session = requests.Session()
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
         self._session.mount("https://", adapter)
@@ -124,7 +85,7 @@ class ArmClient:
 
     def is_trusted(self, url: str | None) -> bool:
         """True when `url` may be sent a token: absolute https on ARM_ENDPOINT's host and port."""
-        if not url:
+        if not url or len(url) >= MAX_URL or not url.isprintable():
             return False
         try:
             parts = urlsplit(url)
@@ -136,155 +97,100 @@ class ArmClient:
     def operation_url(self, resource_uri: str) -> str:
         return f"{self._endpoint}{resource_uri}{OPERATION_PATH}?api-version={self._api_version}"
 
-    def delete_checkpoint(self, request: DeletionRequest) -> ArmAnswer:
-        body = {"id": request.checkpoint_id} if request.checkpoint_id is not None else {}
-        self._paced("writes", request.resource_uri)
-        response = self._send("POST", self.operation_url(request.resource_uri), json_body=body)
-        if isinstance(response, ArmAnswer):
-            return response
-        if response.status_code == 202:
-            async_url = response.headers.get("Azure-AsyncOperation")
-            location = response.headers.get("Location") or async_url
-            if not location:
-                return ArmAnswer(
-                    FAILED,
-                    202,
-                    error=app_error("OperationFailed", "ARM accepted the deletion but named no Location to follow"),
-                )
-            return ArmAnswer(
-                ACCEPTED,
-                202,
-                location=location,
-                async_url=async_url,
-                retry_after=parse_retry_after(response.headers.get("Retry-After")),
-            )
-        if response.status_code in (200, 204):
-            return ArmAnswer(SUCCEEDED, response.status_code)
-        return self._unsuccessful(response, error_body_is_final=False)
+    def instance_url(self, resource_uri: str) -> str:
+        return f"{self._endpoint}{resource_uri}{INSTANCE_PATH}?api-version={self._api_version}"
 
-    def operation_status(self, url: str, *, is_async: bool, resource_uri: str | None = None) -> ArmAnswer:
+    def delete_checkpoint(self, request: DeletionRequest, deadline: Deadline | None = None) -> ArmAnswer:
+        body = {"id": request.checkpoint_id} if request.checkpoint_id is not None else {}
+        response = self._call(
+            "POST", self.operation_url(request.resource_uri), "writes", request.resource_uri, deadline, body
+        )
+        return response if isinstance(response, ArmAnswer) else submit_answer(response)
+
+    def operation_status(
+        self, url: str, *, is_async: bool, resource_uri: str | None = None, deadline: Deadline | None = None
+    ) -> ArmAnswer:
         """GET a status URL (Location, or Azure-AsyncOperation when `is_async`) of an operation on `resource_uri`."""
         if not self.is_trusted(url):
             return ArmAnswer(
                 FAILED, error=app_error("UntrustedOperationUrl", f"status URL is outside ARM_ENDPOINT: {url}")
             )
-        self._paced("reads", resource_uri)
-        response = self._send("GET", url)
-        if isinstance(response, ArmAnswer):
-            return response
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        if response.status_code == 202:
-            return ArmAnswer(RUNNING, 202, location=response.headers.get("Location"), retry_after=retry_after)
-        if response.status_code == 204 or (response.status_code == 200 and not is_async):
-            return ArmAnswer(SUCCEEDED, response.status_code)
-        if response.status_code == 200:
-            return self._async_status(response, retry_after)
-        return self._unsuccessful(response, error_body_is_final=True)
+        response = self._call("GET", url, "reads", resource_uri, deadline)
+        return response if isinstance(response, ArmAnswer) else status_answer(response, is_async=is_async)
 
-    def _async_status(self, response: requests.Response, retry_after: float | None) -> ArmAnswer:
-        try:
-            body = response.json()
-            status = str(body["status"])
-        except (ValueError, KeyError, TypeError):
-            return ArmAnswer(
-                TRANSIENT,
-                200,
-                retry_after=retry_after,
-                error=app_error("OperationFailed", "unreadable operation status body"),
-            )
-        state = ASYNC_FINAL.get(status.lower(), RUNNING)
-        if state != FAILED:
-            return ArmAnswer(state, 200, retry_after=retry_after)
-        canceled = status.lower() in ("canceled", "cancelled")
-        error = arm_error(body) or app_error(
-            "OperationCanceled" if canceled else "OperationFailed", f"the operation ended with status {status}"
-        )
-        return ArmAnswer(FAILED, 200, error=error)
+    def read_instance(self, resource_uri: str, deadline: Deadline | None = None) -> ArmAnswer:
+        """GET the VM instance: SUCCEEDED with the checkpoint ids it lists, FAILED, or TRANSIENT."""
+        response = self._call("GET", self.instance_url(resource_uri), "reads", resource_uri, deadline)
+        return response if isinstance(response, ArmAnswer) else instance_answer(response)
 
-    def _unsuccessful(self, response: requests.Response, *, error_body_is_final: bool) -> ArmAnswer:
-        status = response.status_code
-        try:
-            error = arm_error(response.json())
-        except ValueError:
-            error = None
-        if 300 <= status < 400:
-            return ArmAnswer(
-                FAILED,
-                status,
-                error=app_error(
-                    "OperationFailed",
-                    f"ARM answered HTTP {status} (a redirect); redirects are not followed with a token",
-                ),
-            )
-        if status in (408, 429) or (status >= 500 and not (error_body_is_final and error)):
-            return ArmAnswer(
-                TRANSIENT,
-                status,
-                retry_after=parse_retry_after(response.headers.get("Retry-After")),
-                error=error or app_error("HttpError", f"ARM answered HTTP {status}"),
-            )
-        if status >= 400:
-            return ArmAnswer(
-                FAILED,
-                status,
-                error=error or app_error("OperationFailed", f"ARM answered HTTP {status} with no error body"),
-            )
-        return ArmAnswer(FAILED, status, error=app_error("OperationFailed", f"unexpected answer HTTP {status}"))
-
-    def _paced(self, kind: str, resource_uri: str | None) -> None:
-        waited = self._pacer.wait(kind, resource_uri)
+    def _call(
+        self, method: str, url: str, kind: str, resource_uri: str | None, deadline: Deadline | None, body=None
+    ) -> requests.Response | ArmAnswer:
+        """Pace, take a token and send, all within `deadline`; a failure on the way is a transient answer."""
+        connect, read = self._timeout
+        if deadline is not None and deadline.remaining() < connect + MIN_CALL_SECONDS:
+            return transient("OutOfTime", f"no time was left for the {method} within this step's budget")
+        waited = self._pacer.wait(kind, resource_uri, max_wait=self._within(deadline, self._budgets.pacing_wait))
         if waited:
             logger.info("waited %.1f s to stay within ARM's %s limit for the subscription", waited, kind)
-
-    def _bearer_token(self) -> str:
-        """The cached token, fetched by one thread at a time when missing or within 5 minutes of expiry."""
-        token = self._token
-        if token is None or token.expires_on - time.time() < TOKEN_REFRESH_MARGIN:
-            with self._token_lock:
-                token = self._token
-                if token is None or token.expires_on - time.time() < TOKEN_REFRESH_MARGIN:
-                    token = self._token = self._credential.get_token(self._scope)
-        return token.token
-
-    def _send(self, method: str, url: str, json_body=None) -> requests.Response | ArmAnswer:
         try:
-            token = self._bearer_token()
-        except AzureError as exc:
-            logger.warning("token request failed: %s", type(exc).__name__)
-            return ArmAnswer(
-                TRANSIENT,
-                error=app_error("TokenRequestFailed", f"could not get a managed identity token: {exc.message}"),
-            )
+            token = self._tokens.token(self._within(deadline, self._budgets.token_wait))
+        except TokenUnavailable as exc:
+            logger.warning("token request failed: %s", exc)
+            return transient("TokenRequestFailed", f"could not get a managed identity token: {exc}")
+        read = self._within(deadline, read, keep=connect)
+        if read < MIN_CALL_SECONDS:
+            return transient("OutOfTime", f"no time was left for the {method} within this step's budget")
+        return self._send(method, url, token, body, (connect, read))
+
+    @staticmethod
+    def _within(deadline: Deadline | None, seconds: float, keep: float = 0.0) -> float:
+        """`seconds`, or less when the deadline (less `keep` seconds) comes sooner."""
+        return seconds if deadline is None else max(0.0, min(seconds, deadline.remaining() - keep))
+
+    def _send(self, method: str, url: str, token: str, body, timeout: tuple[float, float]):
         headers = {
             "Authorization": f"Bearer {token}",
             "Accept": "application/json",
             "x-ms-client-request-id": str(uuid.uuid4()),  # ARM's support can trace a call by it
         }
         data = None
-        if json_body is not None:
+        if body is not None:
             headers["Content-Type"] = "application/json"
-            data = json.dumps(json_body)
-        started = time.monotonic()
+            data = json.dumps(body)
         try:
             response = self._session.request(
-                method, url, headers=headers, data=data, timeout=self._timeout, allow_redirects=False
+                method, url, headers=headers, data=data, timeout=timeout, allow_redirects=False, stream=True
             )
-        except requests.Timeout:
+            _read_bounded(response)
+        except (requests.Timeout, urllib3.exceptions.TimeoutError):
             logger.warning("%s timed out", method)
-            return ArmAnswer(
-                TRANSIENT, error=app_error("Timeout", f"ARM did not answer the {method} within {self._timeout[1]:g} s")
-            )
-        except requests.RequestException as exc:
+            return transient("Timeout", f"ARM did not answer the {method} within {timeout[1]:g} s")
+        except Exception as exc:  # requests', and urllib3's while the body is read
             logger.warning("%s failed: %s", method, type(exc).__name__)
-            return ArmAnswer(
-                TRANSIENT, error=app_error("ConnectionError", f"could not reach ARM: {type(exc).__name__}")
-            )
+            return transient("ConnectionError", f"could not reach ARM: {type(exc).__name__}")
         logger.info(
-            "%s %s -> %s in %.0f ms (x-ms-client-request-id %s)",
+            "%s %s -> %s in %.0f ms (x-ms-client-request-id %s, x-ms-request-id %s)",
             method,
             urlsplit(url).path,
             response.status_code,
-            (time.monotonic() - started) * 1000,
+            response.elapsed.total_seconds() * 1000,
             headers["x-ms-client-request-id"],
+            (response.headers.get("x-ms-request-id") or "")[:64],
         )
         return response
+
+
+def _read_bounded(response: requests.Response) -> None:
+    """Read at most MAX_ANSWER_BYTES of the body; a longer one is cut and its connection dropped."""
+    try:
+        content = response.raw.read(MAX_ANSWER_BYTES + 1, decode_content=True) or b""
+    except Exception:
+        response.raw.close()
+        raise
+    if len(content) > MAX_ANSWER_BYTES:
+        response.raw.close()  # the rest is never read: the connection cannot be reused
+        content = b""  # a cut body is not JSON; the answer counts as one without a body
+    response._content = content
+    response._content_consumed = True
+    response.close()  # hands a fully read connection back to the pool

@@ -1,9 +1,10 @@
-"""Optional copy of every event to an Event Grid custom topic (CloudEvents schema, managed identity).
+"""Forwarding events from the outbox queue to an Event Grid custom topic (CloudEvents, managed identity).
 
-The queue copy is written first and is never skipped. An event the topic does not take waits in
-an outbox queue (`<events queue>-outbox`) and is published again by each poll run, with backoff,
-until it goes through or its retry budget is spent (then it is logged and dropped: the queue
-copy still holds it).
+The events queue copy is written first and is never skipped; with a topic set, each event is
+also put in the outbox (`<events queue>-outbox`), and each poll run forwards what waits there,
+within its own time budget. A batch the topic refuses is sent again one event at a time, so one
+bad event never takes good ones with it. An event refused for good (400/413), or still not taken
+after the retry budget, goes to the dead-letter queue (`<events queue>-deadletter`) with the reason.
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from azure.core.exceptions import AzureError
+from azure.core.exceptions import HttpResponseError
 
+from .budgets import Deadline
+from .cleaning import clean_text
+from .events import outbox_record
 from .logs import get_logger, request_scope
 from .retry import RetryPolicy
 
@@ -21,34 +25,21 @@ logger = get_logger(__name__)
 PUBLISH_RETRY = RetryPolicy(attempts=30, base_delay=10.0, max_delay=600.0)  # about 4 hours of tries
 OUTBOX_BATCH = 32
 OUTBOX_LEASE_SECONDS = 60
+REFUSED_FOR_GOOD = (400, 413)  # the topic will never take this event
 
 
 class EventGridForwarder:
-    def __init__(self, publisher, outbox_queue, retry: RetryPolicy = PUBLISH_RETRY):
-        self._publisher = publisher  # an azure.eventgrid.EventGridPublisherClient
+    def __init__(self, publisher, outbox_queue, deadletter_queue, retry: RetryPolicy = PUBLISH_RETRY):
+        self._publisher = publisher  # an azure.eventgrid.EventGridPublisherClient, built with retries off
         self._outbox = outbox_queue
+        self._deadletter = deadletter_queue
         self._retry = retry
 
-    def publish(self, event: dict) -> bool:
-        """Send one event to the topic; on failure it goes to the outbox. True when the topic took it."""
-        try:
-            self._publisher.send([event], retry_total=0)  # the outbox is the retry
-            return True
-        except AzureError as exc:
-            logger.warning(
-                "Event Grid did not take event %s (%s); kept in the outbox",
-                event["id"],
-                type(exc).__name__,
-            )
-            self._outbox.send_message(
-                _outbox_record(event, 1), visibility_timeout=int(self._retry.delay(1)), time_to_live=-1
-            )
-            return False
-
-    def retry_pending(self, max_batches: int = 10) -> Counter:
-        """Publish what waits in the outbox, a batch per call to the topic."""
+    def forward(self, deadline: Deadline) -> Counter:
+        """Publish what waits in the outbox, a batch per call to the topic, until it is empty,
+        the topic fails, or the deadline comes."""
         outcomes: Counter = Counter()
-        for _ in range(max_batches):
+        while deadline.remaining() > 0:
             messages = list(
                 self._outbox.receive_messages(
                     messages_per_page=OUTBOX_BATCH, max_messages=OUTBOX_BATCH, visibility_timeout=OUTBOX_LEASE_SECONDS
@@ -56,37 +47,76 @@ class EventGridForwarder:
             )
             if not messages:
                 break
-            records = [json.loads(m.content) for m in messages]
-            try:
-                self._publisher.send([r["event"] for r in records], retry_total=0)
-            except AzureError as exc:
-                logger.warning("Event Grid did not take %d waiting event(s): %s", len(records), type(exc).__name__)
-                for message, record in zip(messages, records, strict=True):
-                    outcomes[self._later(message, record)] += 1
-                break
+            records = []
             for message in messages:
-                self._outbox.delete_message(message)
-            outcomes["published"] += len(messages)
+                record = _read_record(message.content)
+                if record is None:
+                    self._dead(message, {"unreadable": message.content[:1024]}, "not an outbox record")
+                    outcomes["dead-lettered"] += 1
+                else:
+                    records.append((message, record))
+            if records and not self._publish_batch(records, outcomes):
+                break  # the topic is failing: the rest waits for a later run
         if outcomes:
             logger.info("Event Grid outbox: %s", dict(outcomes))
         return outcomes
 
-    def _later(self, message, record: dict) -> str:
+    def _publish_batch(self, records: list, outcomes: Counter) -> bool:
+        """False when the topic failed in a way that will not be better for the next batch."""
+        problem = self._send([record["event"] for _, record in records])
+        if problem is None:
+            for message, _ in records:
+                self._outbox.delete_message(message)
+            outcomes["published"] += len(records)
+            return True
+        status, reason = problem
+        if status not in REFUSED_FOR_GOOD:
+            logger.warning("Event Grid did not take %d waiting event(s): %s", len(records), reason)
+            for message, record in records:
+                outcomes[self._later(message, record, reason)] += 1
+            return False
+        if len(records) == 1:
+            message, record = records[0]
+            self._dead(message, record["event"], reason)
+            outcomes["dead-lettered"] += 1
+            return True
+        # one at a time, to find the event that spoiled the batch; the others go through
+        return all(self._publish_batch([one], outcomes) for one in records)
+
+    def _send(self, events: list[dict]) -> tuple[int | None, str] | None:
+        try:
+            self._publisher.send(events)
+            return None
+        except HttpResponseError as exc:
+            return exc.status_code, clean_text(f"HTTP {exc.status_code}: {exc.message}", 1024)
+        except Exception as exc:  # a timeout, a dropped connection, no token: the topic is not reachable
+            return None, clean_text(f"{type(exc).__name__}: {exc}", 1024)
+
+    def _later(self, message, record: dict, reason: str) -> str:
         attempts = record["attempts"] + 1
-        event = record["event"]
-        if attempts > self._retry.attempts:
-            with request_scope(event["data"].get("requestId"), event["data"].get("correlationId")):
-                logger.error(
-                    "event %s was not published to Event Grid after %d tries; it stays on the events queue only",
-                    event["id"],
-                    attempts - 1,
-                )
-            self._outbox.delete_message(message)
-            return "dropped"
+        if attempts >= self._retry.attempts:
+            self._dead(message, record["event"], f"not published after {attempts} tries; last: {reason}")
+            return "dead-lettered"
         delay = int(self._retry.delay(attempts))
-        self._outbox.update_message(message, content=_outbox_record(event, attempts), visibility_timeout=delay)
+        self._outbox.update_message(message, content=outbox_record(record["event"], attempts), visibility_timeout=delay)
         return "waiting"
 
+    def _dead(self, message, event: dict, reason: str) -> None:
+        data = event.get("data") if isinstance(event.get("data"), dict) else {}
+        with request_scope(data.get("requestId"), data.get("correlationId")):
+            logger.error("event %s goes to the dead-letter queue: %s", event.get("id"), reason)
+        record = json.dumps({"reason": reason, "event": event}, separators=(",", ":"), ensure_ascii=False)
+        self._deadletter.send_message(record, time_to_live=-1)
+        self._outbox.delete_message(message)
 
-def _outbox_record(event: dict, attempts: int) -> str:
-    return json.dumps({"attempts": attempts, "event": event}, separators=(",", ":"))
+
+def _read_record(content) -> dict | None:
+    try:
+        record = json.loads(content)
+    except (ValueError, TypeError, RecursionError):
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("event"), dict):
+        return None
+    if not isinstance(record.get("attempts"), int):
+        return None
+    return record

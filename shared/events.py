@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+from .cleaning import fit_event
 from .logs import get_logger
 
 logger = get_logger(__name__)
@@ -25,6 +26,8 @@ DATA_FIELDS = (
     "submittedAt",
     "completedAt",
     "pollCount",
+    "verification",
+    "armError",
 )
 
 
@@ -65,20 +68,31 @@ def outcome_event(status: str, facts: dict, now: float, error: dict | None = Non
 
 
 class EventWriter:
-    """Writes events to the events queue (the copy that is never skipped), then to Event Grid if set."""
+    """Writes events to the events queue (the copy that is never skipped).
 
-    def __init__(self, events_queue, forwarder=None):
+    With Event Grid set, each event is also written to the outbox queue, from which the poll
+    run forwards it to the topic: writing an event never waits on Event Grid.
+    """
+
+    def __init__(self, events_queue, outbox_queue=None):
         self._queue = events_queue
-        self._forwarder = forwarder  # an EventGridForwarder, or None
+        self._outbox = outbox_queue
 
     def write(self, event: dict) -> None:
+        event = fit_event(event)
         # never expires: an event waits for its consumer however long that takes (the default is 7 days)
         self._queue.send_message(json.dumps(event, separators=(",", ":"), ensure_ascii=False), time_to_live=-1)
-        if self._forwarder is not None:
-            self._forwarder.publish(event)
+        if self._outbox is not None:
+            self._outbox.send_message(outbox_record(event, 0), time_to_live=-1)
         error = event["data"].get("error") or {}
         logger.info(
-            "event %s%s",
+            "event %s%s%s",
             event["type"],
             f" ({error.get('code')})" if error else "",
+            " (verified: checkpoint absent)" if event["data"].get("verification") else "",
         )
+
+
+def outbox_record(event: dict, attempts: int) -> str:
+    """An outbox message: the event and how many times publishing it has failed."""
+    return json.dumps({"attempts": attempts, "event": event}, separators=(",", ":"), ensure_ascii=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 # ARM's buckets, less a tenth: ARM counts by its own clock and calls arrive with some jitter.
@@ -33,12 +34,13 @@ class TokenBucket:
         self._stamp = clock()
         self._lock = threading.Lock()
 
-    def reserve(self) -> float:
+    def reserve(self, max_wait: float | None = None) -> float:
         """Take a token; returns how many seconds to wait before using it (0 when one was there).
 
-        Tokens are lent ahead (the level goes below zero, so callers wait in turn) up to `max_wait`;
-        past that the caller waits `max_wait` and goes without one.
+        Tokens are lent ahead (the level goes below zero, so callers wait in turn) up to `max_wait`
+        (the bucket's own when None); past that the caller waits `max_wait` and goes without one.
         """
+        limit = self._max_wait if max_wait is None else min(max_wait, self._max_wait)
         with self._lock:
             now = self._clock()
             self._level = min(self._capacity, self._level + (now - self._stamp) * self._rate)
@@ -47,33 +49,66 @@ class TokenBucket:
                 self._level -= 1
                 return 0.0
             wait = (1 - self._level) / self._rate
-            if wait > self._max_wait:
-                return self._max_wait
+            if wait > limit:
+                return limit
             self._level -= 1
             return wait
 
+    def full_since(self) -> float | None:
+        """When the bucket is (or was) full again: from then on it is the same as a new one."""
+        with self._lock:
+            return self._stamp + (self._capacity - self._level) / self._rate
+
 
 class ArmPacer:
-    """One bucket per (kind, subscription); `wait` blocks until the call may go, at most `max_wait`."""
+    """One bucket per (kind, subscription); `wait` blocks until the call may go, at most `max_wait`.
 
-    def __init__(self, writes=ARM_WRITES, reads=ARM_READS, max_wait: float = 30.0, sleep=time.sleep):
+    Memory stays bounded: a bucket that has filled up again is the same as a new one and is
+    dropped, and at most `max_buckets` are kept (the least recently used go first).
+    """
+
+    def __init__(
+        self,
+        writes=ARM_WRITES,
+        reads=ARM_READS,
+        max_wait: float = 30.0,
+        sleep=time.sleep,
+        max_buckets: int = 2048,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self._limits = {"writes": writes, "reads": reads}
-        self._buckets: dict[tuple[str, str], TokenBucket] = {}
+        self._buckets: OrderedDict[tuple[str, str], TokenBucket] = OrderedDict()
         self._lock = threading.Lock()
         self._max_wait = max_wait
+        self._max_buckets = max_buckets
         self._sleep = sleep
+        self._clock = clock
 
-    def wait(self, kind: str, resource_uri: str | None) -> float:
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def wait(self, kind: str, resource_uri: str | None, max_wait: float | None = None) -> float:
         """Seconds waited before a `kind` ("writes" or "reads") call for the resource's subscription."""
         key = (kind, subscription_of(resource_uri))
         with self._lock:
             bucket = self._buckets.get(key)
             if bucket is None:
-                bucket = self._buckets[key] = TokenBucket(*self._limits[kind], self._max_wait)
-        delay = bucket.reserve()
+                self._forget_idle()
+                bucket = self._buckets[key] = TokenBucket(*self._limits[kind], self._max_wait, self._clock)
+            self._buckets.move_to_end(key)
+        delay = bucket.reserve(max_wait)
         if delay > 0:
             self._sleep(delay)
         return delay
+
+    def _forget_idle(self) -> None:
+        """Drop the least recently used buckets that are full again, and the oldest beyond the cap."""
+        now = self._clock()
+        while self._buckets:
+            key, oldest = next(iter(self._buckets.items()))
+            if len(self._buckets) < self._max_buckets and oldest.full_since() > now:
+                break
+            del self._buckets[key]
 
 
 def subscription_of(resource_uri: str | None) -> str:

@@ -2,13 +2,40 @@
 
 from __future__ import annotations
 
+import requests
 from azure.core.exceptions import ResourceExistsError
-from azure.storage.queue import QueueClient
+from azure.core.pipeline.transport import RequestsTransport
+from azure.storage.queue import ExponentialRetry, QueueClient
 
+from .budgets import STORAGE_RETRIES, STORAGE_TIMEOUT
 from .logs import get_logger
 from .settings import StorageConnection
 
 logger = get_logger(__name__)
+
+
+def bounded_options(pool_size: int = 32) -> dict:
+    """SDK options that bound every storage call (see `budgets`): the SDK's defaults would retry
+    a hung call for minutes (three retries, 15 s apart and more, each with a 60 s read timeout).
+    The pool holds a connection for each thread that uses the client at once."""
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    transport = RequestsTransport(
+        session=session,
+        session_owner=True,
+        connection_timeout=STORAGE_TIMEOUT[0],
+        read_timeout=STORAGE_TIMEOUT[1],
+    )
+    return {
+        "connection_timeout": STORAGE_TIMEOUT[0],
+        "read_timeout": STORAGE_TIMEOUT[1],
+        "retry_policy": ExponentialRetry(
+            initial_backoff=1, increment_base=2, retry_total=STORAGE_RETRIES, random_jitter_range=0.5
+        ),
+        "transport": transport,
+    }
 
 
 def queue_client(storage: StorageConnection, name: str, credential=None, **options) -> QueueClient:
@@ -18,9 +45,9 @@ def queue_client(storage: StorageConnection, name: str, credential=None, **optio
     return QueueClient(account_url=storage.queue_service_uri, queue_name=name, credential=credential, **options)
 
 
-def open_queue(storage: StorageConnection, name: str, credential=None) -> QueueClient:
-    """A client for queue `name`, the queue created if missing."""
-    client = queue_client(storage, name, credential)
+def open_queue(storage: StorageConnection, name: str, credential=None, pool_size: int = 32) -> QueueClient:
+    """A client for queue `name` whose calls are bounded in time, the queue created if missing."""
+    client = queue_client(storage, name, credential, **bounded_options(pool_size))
     try:
         client.create_queue()
         logger.info("created queue %s", name)

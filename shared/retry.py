@@ -25,5 +25,7 @@ class RetryPolicy:
 # message's last delivery (maxDequeueCount), which ends in RetriesExhausted.
 SUBMIT_RETRY = RetryPolicy(attempts=3, base_delay=2.0, max_delay=30.0)
 
-# Polling: consecutive transient failures of one operation's status GETs, one per due tick.
-POLL_RETRY = RetryPolicy(attempts=8, base_delay=15.0, max_delay=600.0)
+# Polling: the pause after consecutive transient failures of one operation's status reads
+# (Retry-After honoured, at most 5 minutes). `attempts` is not used: POLL_FAILURE_WINDOW_SECONDS
+# of nothing but transient failures ends the operation.
+POLL_RETRY = RetryPolicy(attempts=0, base_delay=15.0, max_delay=300.0)

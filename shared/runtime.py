@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,7 +11,8 @@ from pathlib import Path
 
 from azure.identity import ManagedIdentityCredential
 
-from .arm_client import DEFAULT_TIMEOUT, ArmClient
+from .arm_client import ArmClient
+from .budgets import ARM_TIMEOUT, DEFAULT_BUDGETS, EVENTGRID_TIMEOUT, IDENTITY_TIMEOUT, Budgets, Deadline
 from .eventgrid import PUBLISH_RETRY, EventGridForwarder
 from .events import EventWriter
 from .pacing import ArmPacer
@@ -22,9 +24,12 @@ from .submit import PoisonHandler, Submitter
 from .tracking import TrackingStore
 
 HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
+POLL_CONCURRENCY = 16
+SUBMIT_CONCURRENCY = 24  # host.json: batchSize + newBatchThreshold
 
-# How long one poll run may take: well below host.json's functionTimeout (10 minutes).
-POLL_BUDGET_SECONDS = 240.0
+# The Functions worker sets the root logger to INFO: without this, the SDK's HTTP logging policy
+# would ship a multi-line record of every storage and Event Grid request to Application Insights.
+logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 
 
 @dataclass
@@ -36,11 +41,13 @@ class Services:
     poison: PoisonHandler
     forwarder: EventGridForwarder | None = None
 
+    budgets: Budgets = DEFAULT_BUDGETS
+
     def poll(self, thread_init: Callable[[], None] | None = None) -> None:
-        """One poll run: due operations, then events waiting for Event Grid."""
-        self.poller.run(POLL_BUDGET_SECONDS, thread_init=thread_init)
+        """One poll run: due operations, then events waiting for Event Grid, each within its budget."""
+        self.poller.run(thread_init=thread_init)
         if self.forwarder is not None:
-            self.forwarder.retry_pending()
+            self.forwarder.forward(Deadline(self.budgets.outbox_run))
 
     def close(self) -> None:
         self.poller.close()
@@ -60,44 +67,67 @@ def build_services(
     submit_retry: RetryPolicy = SUBMIT_RETRY,
     poll_retry: RetryPolicy = POLL_RETRY,
     publish_retry: RetryPolicy = PUBLISH_RETRY,
-    arm_timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+    arm_timeout: tuple[float, float] = ARM_TIMEOUT,
     arm_pacer: ArmPacer | None = None,
+    budgets: Budgets = DEFAULT_BUDGETS,
 ) -> Services:
     credentials: dict[str | None, ManagedIdentityCredential] = {}
 
     def credential(client_id: str | None) -> ManagedIdentityCredential:
         if client_id not in credentials:
-            credentials[client_id] = (
-                ManagedIdentityCredential(client_id=client_id) if client_id else ManagedIdentityCredential()
-            )
+            # bounded: the token cache waits for a fetch at most budgets.token_wait anyway
+            options = {"connection_timeout": IDENTITY_TIMEOUT[0], "read_timeout": IDENTITY_TIMEOUT[1], "retry_total": 1}
+            credentials[client_id] = ManagedIdentityCredential(client_id=client_id, **options)
         return credentials[client_id]
 
+    workers = SUBMIT_CONCURRENCY + POLL_CONCURRENCY
     storage_credential = None if settings.storage.connection_string else credential(settings.storage.client_id)
-    tracking_queue = open_queue(settings.storage, settings.tracking_queue, storage_credential)
-    events_queue = open_queue(settings.storage, settings.events_queue, storage_credential)
+
+    def queue(name: str):
+        return open_queue(settings.storage, name, storage_credential, pool_size=workers)
+
     arm = ArmClient(
         credential(settings.client_id),
         settings.arm_endpoint,
         settings.arm_api_version,
         timeout=arm_timeout,
+        budgets=budgets,
+        pool_size=workers,
         pacer=arm_pacer,
     )
-    tracking = TrackingStore(tracking_queue)
-    forwarder = None
+    tracking = TrackingStore(queue(settings.tracking_queue))
+    forwarder = outbox = None
     if settings.eventgrid_topic_endpoint:
         from azure.eventgrid import EventGridPublisherClient
 
-        publisher = EventGridPublisherClient(settings.eventgrid_topic_endpoint, credential(settings.client_id))
-        outbox = open_queue(settings.storage, settings.outbox_queue, storage_credential)
-        forwarder = EventGridForwarder(publisher, outbox, publish_retry)
-    events = EventWriter(events_queue, forwarder)
+        publisher = EventGridPublisherClient(
+            settings.eventgrid_topic_endpoint,
+            credential(settings.client_id),
+            retry_total=0,  # the outbox is the retry
+            connection_timeout=EVENTGRID_TIMEOUT[0],
+            read_timeout=EVENTGRID_TIMEOUT[1],
+        )
+        outbox = queue(settings.outbox_queue)
+        forwarder = EventGridForwarder(publisher, outbox, queue(settings.deadletter_queue), publish_retry)
+    events = EventWriter(queue(settings.events_queue), outbox)
+    poller = Poller(
+        arm,
+        tracking,
+        events,
+        settings.operation_timeout_seconds,
+        settings.poll_failure_window_seconds,
+        retry=poll_retry,
+        budgets=budgets,
+        concurrency=POLL_CONCURRENCY,
+    )
     return Services(
         settings=settings,
         arm=arm,
-        submitter=Submitter(arm, tracking, events, max_deliveries=max_deliveries, retry=submit_retry),
-        poller=Poller(arm, tracking, events, settings.operation_timeout_seconds, retry=poll_retry),
-        poison=PoisonHandler(events),
+        submitter=Submitter(arm, tracking, events, max_deliveries=max_deliveries, retry=submit_retry, budgets=budgets),
+        poller=poller,
+        poison=PoisonHandler(arm, events, budgets=budgets),
         forwarder=forwarder,
+        budgets=budgets,
     )
 
 

@@ -18,6 +18,7 @@ DEFAULTS = {
     "ARM_API_VERSION": "2024-06-01",
     "POLL_SCHEDULE": "*/15 * * * * *",
     "OPERATION_TIMEOUT_SECONDS": "86400",
+    "POLL_FAILURE_WINDOW_SECONDS": "3600",
 }
 
 # Every setting the app reads (contract section 2); the identity-based storage connection is
@@ -63,6 +64,7 @@ class Settings:
     poll_schedule: str
     operation_timeout_seconds: int
     eventgrid_topic_endpoint: str | None
+    poll_failure_window_seconds: int = 3600
 
     @property
     def poison_queue(self) -> str:
@@ -72,6 +74,11 @@ class Settings:
     def outbox_queue(self) -> str:
         """Events waiting to be published to Event Grid."""
         return f"{self.events_queue}-outbox"
+
+    @property
+    def deadletter_queue(self) -> str:
+        """Events that Event Grid refused for good, each with the reason."""
+        return f"{self.events_queue}-deadletter"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -93,9 +100,10 @@ class Settings:
             raise SettingsError(
                 "CHECKPOINT_REQUESTS_QUEUE must be at most 56 characters so that its '-poison' queue is a valid name"
             )
-        if len(queues["CHECKPOINT_EVENTS_QUEUE"]) > 56:
+        if len(queues["CHECKPOINT_EVENTS_QUEUE"]) > 52:
             raise SettingsError(
-                "CHECKPOINT_EVENTS_QUEUE must be at most 56 characters so that its '-outbox' queue is a valid name"
+                "CHECKPOINT_EVENTS_QUEUE must be at most 52 characters so that its '-outbox' and '-deadletter' "
+                "queues are valid names"
             )
         if len(set(queues.values())) != 3:
             raise SettingsError(
@@ -107,15 +115,8 @@ class Settings:
         if not re.fullmatch(r"\d{4}-\d{2}-\d{2}(-preview)?", api_version):
             raise SettingsError(f"ARM_API_VERSION={api_version!r} is not an api-version like 2024-06-01")
 
-        timeout_text = get("OPERATION_TIMEOUT_SECONDS")
-        try:
-            timeout = int(timeout_text)
-        except ValueError:
-            raise SettingsError(
-                f"OPERATION_TIMEOUT_SECONDS={timeout_text!r} is not a whole number of seconds"
-            ) from None
-        if timeout <= 0:
-            raise SettingsError(f"OPERATION_TIMEOUT_SECONDS={timeout} must be positive")
+        timeout = _positive_seconds("OPERATION_TIMEOUT_SECONDS", get("OPERATION_TIMEOUT_SECONDS"))
+        failure_window = _positive_seconds("POLL_FAILURE_WINDOW_SECONDS", get("POLL_FAILURE_WINDOW_SECONDS"))
 
         schedule = get("POLL_SCHEDULE")
         if len(schedule.split()) != 6:
@@ -138,7 +139,18 @@ class Settings:
             poll_schedule=schedule,
             operation_timeout_seconds=timeout,
             eventgrid_topic_endpoint=topic,
+            poll_failure_window_seconds=failure_window,
         )
+
+
+def _positive_seconds(name: str, text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise SettingsError(f"{name}={text!r} is not a whole number of seconds") from None
+    if value <= 0:
+        raise SettingsError(f"{name}={value} must be positive")
+    return value
 
 
 def _https_base_url(name: str, value: str, allow_path: bool = False) -> str:

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
-from . import arm_client as arm
-from .arm_client import ArmAnswer, ArmClient, app_error
+from . import arm_answers as arm
+from .arm_answers import ArmAnswer, app_error
+from .arm_client import ArmClient
+from .budgets import DEFAULT_BUDGETS, Budgets, Deadline
 from .events import ACCEPTED, FAILED, SUCCEEDED, EventWriter, outcome_event
 from .logs import get_logger, request_scope
 from .request import DeletionRequest, InvalidRequest, decode_request
 from .retry import SUBMIT_RETRY, RetryPolicy
 from .tracking import Operation, TrackingStore, visibility_delay
+from .verification import ABSENT, UNREADABLE_NOW, verified_absent, verify
 
 logger = get_logger(__name__)
 
@@ -30,6 +34,16 @@ def retries_exhausted(last_error: dict | None, tries: str) -> dict:
     return error
 
 
+def request_facts(request: DeletionRequest) -> dict:
+    return {
+        "requestId": request.request_id,
+        "correlationId": request.correlation_id,
+        "resourceUri": request.resource_uri,
+        "checkpointId": request.checkpoint_id,
+        "traceparent": request.traceparent,
+    }
+
+
 class Submitter:
     def __init__(
         self,
@@ -38,6 +52,7 @@ class Submitter:
         events: EventWriter,
         max_deliveries: int,
         retry: RetryPolicy = SUBMIT_RETRY,
+        budgets: Budgets = DEFAULT_BUDGETS,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ):
@@ -46,6 +61,7 @@ class Submitter:
         self._events = events
         self._max_deliveries = max_deliveries
         self._retry = retry
+        self._budgets = budgets
         self._clock = clock
         self._sleep = sleep
 
@@ -60,19 +76,26 @@ class Submitter:
                 self._events.write(outcome_event(FAILED, invalid.fields, self._clock(), error))
             return "invalid"
         with request_scope(request.request_id, request.correlation_id):
-            return self._submit(request, dequeue_count)
+            # ARM's part ends early enough to leave time for the writes that follow
+            deadline = Deadline(self._budgets.submit).earlier(self._budgets.storage_reserve)
+            return self._submit(request, dequeue_count, deadline)
 
-    def _submit(self, request: DeletionRequest, dequeue_count: int) -> str:
-        answer = self._delete_checkpoint(request)
+    def _submit(self, request: DeletionRequest, dequeue_count: int, deadline: Deadline) -> str:
+        facts = request_facts(request)
+        answer = None
+        if dequeue_count > 1:  # an earlier delivery may have reached ARM: the instance says
+            verdict = verify(self._arm, request.resource_uri, request.checkpoint_id, deadline)
+            if verdict.state == ABSENT:
+                return self._succeeded(facts, verified_absent(None))
+            if verdict.state == UNREADABLE_NOW:
+                answer = verdict.answer
+        if answer is None:
+            answer = self._try_within_budget(request, deadline)
         now = self._clock()
-        facts = _request_facts(request)
         if answer.state == arm.ACCEPTED:
             return self._accepted(request, answer, now)
         if answer.state == arm.SUCCEEDED:
-            self._events.write(
-                outcome_event(SUCCEEDED, {**facts, "submittedAt": now, "completedAt": now, "pollCount": 0}, now)
-            )
-            return "succeeded"
+            return self._succeeded(facts, answer.verified or {})
         if answer.state == arm.FAILED:
             self._events.write(outcome_event(FAILED, {**facts, "completedAt": now}, now, answer.error))
             return "failed"
@@ -83,27 +106,51 @@ class Submitter:
                 self._max_deliveries,
                 (answer.error or {}).get("code"),
             )
-            raise SubmitDeferred(f"requestId={request.request_id}: {answer.error}")
+            raise SubmitDeferred(f"requestId={request.request_id}: {(answer.error or {}).get('code')}")
+        verdict = verify(self._arm, request.resource_uri, request.checkpoint_id, deadline)
+        if verdict.state == ABSENT:
+            return self._succeeded(facts, verified_absent(answer.error))
         tries = f"{self._retry.attempts} tries in each of {self._max_deliveries} deliveries"
         self._events.write(
             outcome_event(FAILED, {**facts, "completedAt": now}, now, retries_exhausted(answer.error, tries))
         )
         return "retries-exhausted"
 
-    def _delete_checkpoint(self, request: DeletionRequest) -> ArmAnswer:
-        answer = self._arm.delete_checkpoint(request)
+    def _try_within_budget(self, request: DeletionRequest, deadline: Deadline) -> ArmAnswer:
+        answer = self._try_once(request, deadline)
         for attempt in range(1, self._retry.attempts):
             if answer.state != arm.TRANSIENT:
                 break
             if answer.retry_after is not None and answer.retry_after > self._retry.max_delay:
                 break  # ARM asks for a longer pause than a delivery should hold a worker
             wait = self._retry.delay(attempt, answer.retry_after)
+            if wait >= deadline.remaining():
+                break  # the next try would not fit in this delivery's budget
             logger.info(
                 "transient failure %s, try %d again in %.1f s", (answer.error or {}).get("code"), attempt + 1, wait
             )
             self._sleep(wait)
-            answer = self._arm.delete_checkpoint(request)
+            answer = self._try_once(request, deadline)
         return answer
+
+    def _try_once(self, request: DeletionRequest, deadline: Deadline) -> ArmAnswer:
+        """One POST, and verification where its answer alone could mislead (404, 409)."""
+        answer = self._arm.delete_checkpoint(request, deadline)
+        if answer.state != arm.FAILED or answer.status_code not in (404, 409):
+            return answer
+        verdict = verify(self._arm, request.resource_uri, request.checkpoint_id, deadline)
+        if verdict.state == ABSENT:
+            return replace(answer, state=arm.SUCCEEDED, verified=verified_absent(answer.error))
+        if verdict.state == UNREADABLE_NOW or (answer.status_code == 409 and request.checkpoint_id is not None):
+            # cannot tell now, or the VM is busy with a job (ours from an earlier try, or another): later
+            return replace(answer, state=arm.TRANSIENT)
+        return answer
+
+    def _succeeded(self, facts: dict, verified: dict) -> str:
+        now = self._clock()
+        event_facts = {**facts, **verified, "submittedAt": now, "completedAt": now, "pollCount": 0}
+        self._events.write(outcome_event(SUCCEEDED, event_facts, now))
+        return "succeeded"
 
     def _accepted(self, request: DeletionRequest, answer: ArmAnswer, now: float) -> str:
         operation = Operation.accepted(request, answer.location, answer.async_url, now)
@@ -119,32 +166,46 @@ class Submitter:
         return "accepted"
 
 
-def _request_facts(request: DeletionRequest) -> dict:
-    return {
-        "requestId": request.request_id,
-        "correlationId": request.correlation_id,
-        "resourceUri": request.resource_uri,
-        "checkpointId": request.checkpoint_id,
-        "traceparent": request.traceparent,
-    }
-
-
 class PoisonHandler:
-    """Turns a request message that landed in the poison queue into a Failed/RetriesExhausted event."""
+    """Turns a request message that landed in the poison queue into one terminal event; never crashes
+    on what the message holds (whatever can be read of the request goes into the event)."""
 
-    def __init__(self, events: EventWriter, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        arm_client: ArmClient,
+        events: EventWriter,
+        budgets: Budgets = DEFAULT_BUDGETS,
+        clock: Callable[[], float] = time.time,
+    ):
+        self._arm = arm_client
         self._events = events
+        self._budgets = budgets
         self._clock = clock
 
     def handle(self, body: bytes | str, message_id: str) -> None:
+        facts: dict = {"requestId": message_id}
+        verified = None
         try:
-            facts = _request_facts(decode_request(body, message_id))
+            request = decode_request(body, message_id)
+            facts = request_facts(request)
+            deadline = Deadline(self._budgets.submit).earlier(self._budgets.storage_reserve)
+            with request_scope(request.request_id, request.correlation_id):
+                verdict = verify(self._arm, request.resource_uri, request.checkpoint_id, deadline)
+            if verdict.state == ABSENT:
+                verified = verified_absent(None)
         except InvalidRequest as invalid:
-            facts = invalid.fields
+            facts = invalid.fields or facts
+        except Exception:  # nothing the message holds may stop its event
+            logger.exception("requestId=%s: the poisoned request could not be read in full", facts["requestId"])
         now = self._clock()
-        error = app_error(
-            "RetriesExhausted", "the request message was moved to the poison queue after its last delivery failed"
-        )
         with request_scope(facts.get("requestId"), facts.get("correlationId")):
+            if verified:
+                self._events.write(
+                    outcome_event(SUCCEEDED, {**facts, **verified, "submittedAt": now, "completedAt": now}, now)
+                )
+                return
             logger.error("the request landed in the poison queue (message %s)", message_id)
+            error = app_error(
+                "RetriesExhausted", "the request message was moved to the poison queue after its last delivery failed"
+            )
             self._events.write(outcome_event(FAILED, {**facts, "completedAt": now}, now, error))

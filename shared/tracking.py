@@ -28,8 +28,11 @@ class Operation:
     correlationId: str | None = None
     traceparent: str | None = None
     pollCount: int = 0
-    transientFailures: int = 0
+    transientFailures: int = 0  # in a row
+    failingSince: float | None = None  # epoch seconds of the first of those failures
     lastError: dict | None = None
+    followInstance: bool = False  # the status URL may not be read (401/403): the VM instance is read instead
+    statusReadError: dict | None = None  # the error that made the app follow the instance
 
     @classmethod
     def accepted(cls, request: DeletionRequest, location: str, async_url: str | None, now: float) -> Operation:
@@ -50,9 +53,19 @@ class Operation:
 
     @classmethod
     def from_message(cls, text: str) -> Operation:
-        data = json.loads(text)
+        """The record in a tracking message; ValueError when it is not one."""
+        try:
+            data = json.loads(text)
+        except RecursionError:
+            raise ValueError("nested too deeply") from None
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        operation = cls(**{k: v for k, v in data.items() if k in known})
+        texts = (operation.requestId, operation.resourceUri, operation.statusUrl)
+        if not all(isinstance(t, str) for t in texts) or not isinstance(operation.submittedAt, int | float):
+            raise ValueError("requestId, resourceUri, statusUrl or submittedAt is missing or of the wrong type")
+        return operation
 
     def facts(self) -> dict:
         """The request and operation facts an event reports."""

@@ -28,7 +28,7 @@ def test_demo_reaches_every_scripted_outcome():
         "minimum-set -> Succeeded x1",
         "async-operation -> Succeeded x1",
         "throttled-once -> Succeeded x1",
-        "arm-rejects -> Failed Conflict x1",
+        "arm-rejects -> Failed InvalidParameter x1",
         "malformed -> Failed InvalidRequest x1",
     ):
         assert line in out

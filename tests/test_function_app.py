@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import function_app
-from shared.runtime import POLL_BUDGET_SECONDS
+from shared.budgets import DEFAULT_BUDGETS
 
 ROOT = Path(__file__).resolve().parents[1]
 FUNCTIONS = function_app.app.get_functions()  # the app indexes its functions once, as the worker does
@@ -63,8 +63,10 @@ def test_host_json_queue_settings_and_timeout():
     assert _seconds(queues["visibilityTimeout"]) > 0
     assert queues["maxDequeueCount"] >= 2
     assert 1 <= queues["batchSize"] <= 32
-    # the poller's budget stays well below the function timeout
-    assert _seconds(host["functionTimeout"]) / 2 >= POLL_BUDGET_SECONDS
+    # a poll run (operations, then the Event Grid outbox) and a submit stay well below the function timeout
+    timeout = _seconds(host["functionTimeout"])
+    assert timeout / 2 >= DEFAULT_BUDGETS.poll_run + DEFAULT_BUDGETS.outbox_run
+    assert timeout / 2 >= DEFAULT_BUDGETS.submit
 
 
 def test_sample_settings_name_every_binding_setting():

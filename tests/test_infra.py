@@ -571,15 +571,14 @@ def test_the_queues_created_are_the_queues_the_app_is_told():
 
 def test_the_event_grid_outbox_queue_is_the_one_the_app_uses():
     settings = Settings.from_env({f"{STORAGE_SETTING}__queueServiceUri": "https://st.queue.core.windows.net"})
-    outbox = getattr(settings, "outbox_queue", None)
-    if outbox is None:
-        pytest.skip("this version of the app has no Event Grid outbox queue")
-    assert outbox == f"{settings.events_queue}-outbox"
+    assert settings.outbox_queue == f"{settings.events_queue}-outbox"
+    assert settings.deadletter_queue == f"{settings.events_queue}-deadletter"
     main = strip_comments(read(MAIN))
     assert "var outboxQueueName = '${eventsQueueName}-outbox'" in main
+    assert "'${eventsQueueName}-deadletter'" in main.split("var outboxQueueNames", 1)[1].split("]", 1)[0]
     assert "var eventGridEnabled = !empty(eventGridTopicEndpoint) || !empty(eventGridTopicResourceId)" in main
-    # '<events queue>-outbox' must stay a valid queue name (63 characters at most)
-    assert re.search(r"@maxLength\(56\)[^\n]*\n(?:@.*\n)*param eventsQueueName string", main)
+    # '<events queue>-deadletter' must stay a valid queue name (63 characters at most)
+    assert re.search(r"@maxLength\(52\)[^\n]*\n(?:@.*\n)*param eventsQueueName string", main)
 
 
 def test_other_setting_defaults_follow_the_contract():
@@ -588,6 +587,7 @@ def test_other_setting_defaults_follow_the_contract():
     assert string_literal(main_params["armApiVersion"]) == DEFAULTS["ARM_API_VERSION"]
     assert string_literal(main_params["pollSchedule"]) == DEFAULTS["POLL_SCHEDULE"]
     assert main_params["operationTimeoutSeconds"] == DEFAULTS["OPERATION_TIMEOUT_SECONDS"]
+    assert main_params["pollFailureWindowSeconds"] == DEFAULTS["POLL_FAILURE_WINDOW_SECONDS"]
     assert string_literal(main_params["eventGridTopicEndpoint"]) == ""
     code = strip_comments(main)
     # ARM_ENDPOINT: the cloud's resource manager without its trailing slash, unless given.

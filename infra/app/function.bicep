@@ -33,6 +33,7 @@ param armEndpoint string
 param armApiVersion string
 param pollSchedule string
 param operationTimeoutSeconds int
+param pollFailureWindowSeconds int
 param eventGridTopicEndpoint string = ''
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
@@ -161,6 +162,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'OPERATION_TIMEOUT_SECONDS'
           value: string(operationTimeoutSeconds)
+        }
+        {
+          name: 'POLL_FAILURE_WINDOW_SECONDS'
+          value: string(pollFailureWindowSeconds)
         }
         {
           name: 'EVENTGRID_TOPIC_ENDPOINT'
