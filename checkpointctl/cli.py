@@ -605,6 +605,7 @@ def run_status(args: argparse.Namespace) -> int:
         "events": queues.client(target.events_queue),
         "poison": queues.client(target.poison_queue),
         "outbox": queues.client(target.outbox_queue),
+        "deadletter": queues.client(target.deadletter_queue),
     }
     report: dict = {"queueService": public_url(clients["requests"]).rsplit("/", 1)[0]}
     for role, client in clients.items():
@@ -623,6 +624,7 @@ def run_status(args: argparse.Namespace) -> int:
         "events": "events waiting",
         "poison": "poison messages",
         "outbox": "events for Event Grid",
+        "deadletter": "refused by Event Grid",
     }
     _out(f"queue service: {report['queueService']}")
     for role, label in labels.items():

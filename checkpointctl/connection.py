@@ -45,6 +45,7 @@ class Target:
     events_queue: str
     poison_queue: str
     outbox_queue: str
+    deadletter_queue: str
 
 
 def resolve_target(
@@ -91,6 +92,7 @@ def resolve_target(
         events_queue=settings.events_queue,
         poison_queue=settings.poison_queue,
         outbox_queue=settings.outbox_queue,
+        deadletter_queue=settings.deadletter_queue,
     )
 
 

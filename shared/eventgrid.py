@@ -14,7 +14,7 @@ from collections import Counter
 
 from azure.core.exceptions import HttpResponseError
 
-from .budgets import Deadline
+from .budgets import EVENTGRID_TIMEOUT, Deadline
 from .cleaning import clean_text
 from .events import outbox_record
 from .logs import get_logger, request_scope
@@ -29,11 +29,19 @@ REFUSED_FOR_GOOD = (400, 413)  # the topic will never take this event
 
 
 class EventGridForwarder:
-    def __init__(self, publisher, outbox_queue, deadletter_queue, retry: RetryPolicy = PUBLISH_RETRY):
+    def __init__(
+        self,
+        publisher,
+        outbox_queue,
+        deadletter_queue,
+        retry: RetryPolicy = PUBLISH_RETRY,
+        timeout: tuple[float, float] = EVENTGRID_TIMEOUT,
+    ):
         self._publisher = publisher  # an azure.eventgrid.EventGridPublisherClient, built with retries off
         self._outbox = outbox_queue
         self._deadletter = deadletter_queue
         self._retry = retry
+        self._timeout = timeout
 
     def forward(self, deadline: Deadline) -> Counter:
         """Publish what waits in the outbox, a batch per call to the topic, until it is empty,
@@ -85,7 +93,8 @@ class EventGridForwarder:
 
     def _send(self, events: list[dict]) -> tuple[int | None, str] | None:
         try:
-            self._publisher.send(events)
+            # per call: the client ignores timeouts given when it is built
+            self._publisher.send(events, connection_timeout=self._timeout[0], read_timeout=self._timeout[1])
             return None
         except HttpResponseError as exc:
             return exc.status_code, clean_text(f"HTTP {exc.status_code}: {exc.message}", 1024)

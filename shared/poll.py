@@ -130,8 +130,8 @@ class Poller:
         answer = self._arm.operation_status(
             operation.statusUrl, is_async=operation.isAsync, resource_uri=operation.resourceUri, deadline=deadline
         )
-        if answer.status_code is not None:
-            operation.pollCount += 1
+        if answer.status_code is not None or (answer.error or {}).get("code") in ("Timeout", "ConnectionError"):
+            operation.pollCount += 1  # a status GET was made (answered, timed out or dropped)
         if answer.state == arm.RUNNING:
             return self._running(message, operation, answer)
         if answer.state == arm.SUCCEEDED:

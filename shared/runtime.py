@@ -30,6 +30,9 @@ SUBMIT_CONCURRENCY = 24  # host.json: batchSize + newBatchThreshold
 # The Functions worker sets the root logger to INFO: without this, the SDK's HTTP logging policy
 # would ship a multi-line record of every storage and Event Grid request to Application Insights.
 logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
+# azure-eventgrid warns on every publish that the per-call timeouts are "not a known attribute"
+# of its event model; they are the transport's, and they are applied.
+logging.getLogger("azure.eventgrid._legacy._generated._serialization").setLevel(logging.ERROR)
 
 
 @dataclass
@@ -100,15 +103,13 @@ def build_services(
     if settings.eventgrid_topic_endpoint:
         from azure.eventgrid import EventGridPublisherClient
 
+        # retries off: the outbox is the retry
         publisher = EventGridPublisherClient(
-            settings.eventgrid_topic_endpoint,
-            credential(settings.client_id),
-            retry_total=0,  # the outbox is the retry
-            connection_timeout=EVENTGRID_TIMEOUT[0],
-            read_timeout=EVENTGRID_TIMEOUT[1],
+            settings.eventgrid_topic_endpoint, credential(settings.client_id), retry_total=0
         )
         outbox = queue(settings.outbox_queue)
-        forwarder = EventGridForwarder(publisher, outbox, queue(settings.deadletter_queue), publish_retry)
+        deadletter = queue(settings.deadletter_queue)
+        forwarder = EventGridForwarder(publisher, outbox, deadletter, publish_retry, EVENTGRID_TIMEOUT)
     events = EventWriter(queue(settings.events_queue), outbox)
     poller = Poller(
         arm,
@@ -125,7 +126,7 @@ def build_services(
         arm=arm,
         submitter=Submitter(arm, tracking, events, max_deliveries=max_deliveries, retry=submit_retry, budgets=budgets),
         poller=poller,
-        poison=PoisonHandler(arm, events, budgets=budgets),
+        poison=PoisonHandler(arm, events, retry=submit_retry, budgets=budgets),
         forwarder=forwarder,
         budgets=budgets,
     )

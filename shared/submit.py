@@ -141,7 +141,7 @@ class Submitter:
         verdict = verify(self._arm, request.resource_uri, request.checkpoint_id, deadline)
         if verdict.state == ABSENT:
             return replace(answer, state=arm.SUCCEEDED, verified=verified_absent(answer.error))
-        if verdict.state == UNREADABLE_NOW or (answer.status_code == 409 and request.checkpoint_id is not None):
+        if verdict.state == UNREADABLE_NOW or answer.status_code == 409:
             # cannot tell now, or the VM is busy with a job (ours from an earlier try, or another): later
             return replace(answer, state=arm.TRANSIENT)
         return answer
@@ -174,13 +174,30 @@ class PoisonHandler:
         self,
         arm_client: ArmClient,
         events: EventWriter,
+        retry: RetryPolicy = SUBMIT_RETRY,
         budgets: Budgets = DEFAULT_BUDGETS,
         clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
     ):
         self._arm = arm_client
         self._events = events
+        self._retry = retry
         self._budgets = budgets
         self._clock = clock
+        self._sleep = sleep
+
+    def _verify(self, request: DeletionRequest, deadline: Deadline):
+        """The instance's verdict; a transient failure to read it is retried within the budget."""
+        verdict = verify(self._arm, request.resource_uri, request.checkpoint_id, deadline)
+        for attempt in range(1, self._retry.attempts):
+            if verdict.state != UNREADABLE_NOW:
+                break
+            wait = self._retry.delay(attempt, verdict.answer.retry_after)
+            if wait >= deadline.remaining():
+                break
+            self._sleep(wait)
+            verdict = verify(self._arm, request.resource_uri, request.checkpoint_id, deadline)
+        return verdict
 
     def handle(self, body: bytes | str, message_id: str) -> None:
         facts: dict = {"requestId": message_id}
@@ -190,7 +207,7 @@ class PoisonHandler:
             facts = request_facts(request)
             deadline = Deadline(self._budgets.submit).earlier(self._budgets.storage_reserve)
             with request_scope(request.request_id, request.correlation_id):
-                verdict = verify(self._arm, request.resource_uri, request.checkpoint_id, deadline)
+                verdict = self._verify(request, deadline)
             if verdict.state == ABSENT:
                 verified = verified_absent(None)
         except InvalidRequest as invalid:

@@ -186,7 +186,8 @@ class AppHarness:
 def make_app(monkeypatch, azurite, identity, arm):
     """Builds the app with unique queues, its settings in the environment and fast retries.
 
-    Keyword arguments override settings (by their names) and, for `host`, host.json values.
+    Keyword arguments override settings (by their names) and, for `host`, host.json values;
+    `pacer`, `budgets` and `arm_timeout` go to the app's services.
     """
     import function_app
     from localdev.host import LocalHost
@@ -196,7 +197,9 @@ def make_app(monkeypatch, azurite, identity, arm):
 
     hosts = []
 
-    def build(host: dict | None = None, pacer=None, **settings_overrides) -> AppHarness:
+    def build(
+        host: dict | None = None, pacer=None, budgets=None, arm_timeout=(2.0, 1.5), **settings_overrides
+    ) -> AppHarness:
         prefix = "t" + uuid.uuid4().hex[:12]
         env = {
             "AzureWebJobsStorage": azurite.connection_string,
@@ -221,8 +224,9 @@ def make_app(monkeypatch, azurite, identity, arm):
             submit_retry=RetryPolicy(attempts=3, base_delay=0.05, max_delay=2.0),
             poll_retry=RetryPolicy(attempts=4, base_delay=0.05, max_delay=2.0),
             publish_retry=RetryPolicy(attempts=3, base_delay=1.0, max_delay=1.0),
-            arm_timeout=(2.0, 1.5),
+            arm_timeout=arm_timeout,
             arm_pacer=pacer,
+            **({"budgets": budgets} if budgets else {}),
         )
         install_services(services)
         local_host = LocalHost(
@@ -243,3 +247,13 @@ def make_app(monkeypatch, azurite, identity, arm):
 @pytest.fixture
 def app(make_app) -> AppHarness:
     return make_app()
+
+
+@pytest.fixture
+def blackhole():
+    """An address on the loopback that takes connections and never answers: a service that hangs."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=128)
+    try:
+        yield listener.getsockname()
+    finally:
+        listener.close()

@@ -43,6 +43,7 @@ def queues(cli_azurite):
     names = {"requests": f"{prefix}-req", "events": f"{prefix}-evt", "tracking": f"{prefix}-trk"}
     names["poison"] = f"{names['requests']}-poison"
     names["outbox"] = f"{names['events']}-outbox"
+    names["deadletter"] = f"{names['events']}-deadletter"
 
     class Queues:
         flags = [
@@ -479,13 +480,17 @@ def test_status_counts_every_queue(capsys, queues):
         events.send_message(event(status, "r1"))
     queues.created("poison").send_message(GOOD_LINE)
     queues.created("outbox").send_message(json.dumps({"attempts": 1, "event": json.loads(event("Accepted", "r1"))}))
+    refused = {"reason": "HTTP 400: bad event", "event": json.loads(event("Accepted", "r2"))}
+    deadletter = queues.created("deadletter")
+    for _ in range(2):
+        deadletter.send_message(json.dumps(refused))
 
     code, out, _ = run(capsys, "status", *queues.flags, "--json")
     assert code == 0
     report = json.loads(out)
-    roles = ("requests", "tracking", "events", "poison", "outbox")
+    roles = ("requests", "tracking", "events", "poison", "outbox", "deadletter")
     counts = {role: report[role]["approximateMessageCount"] for role in roles}
-    assert counts == {"requests": 2, "tracking": 2, "events": 3, "poison": 1, "outbox": 1}
+    assert counts == {"requests": 2, "tracking": 2, "events": 3, "poison": 1, "outbox": 1, "deadletter": 2}
     oldest = report["tracking"]["oldestVisible"]
     assert oldest["peeked"] == 1  # the invisible (older) one cannot be peeked
     assert 120 <= oldest["ageSeconds"] < 160
@@ -499,6 +504,7 @@ def test_status_counts_every_queue(capsys, queues):
         ("operations in flight", 2),
         ("events waiting", 3),
         ("events for Event Grid", 1),
+        ("refused by Event Grid", 2),
     ):
         [line] = [line for line in out.splitlines() if line.startswith(label)]
         assert line.split()[-2] == str(count)
@@ -508,5 +514,6 @@ def test_status_of_queues_not_created_yet(capsys, queues):
     code, out, _ = run(capsys, "status", *queues.flags, "--json")
     assert code == 0
     report = json.loads(out)
-    assert [report[role]["exists"] for role in ("requests", "tracking", "events", "poison", "outbox")] == [False] * 5
+    roles = ("requests", "tracking", "events", "poison", "outbox", "deadletter")
+    assert [report[role]["exists"] for role in roles] == [False] * 6
     assert report["tracking"]["oldestVisible"] is None

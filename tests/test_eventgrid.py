@@ -66,4 +66,47 @@ def test_events_that_never_get_through_stay_on_the_queue(make_app, arm, topic):
     assert _outbox(app).get_queue_properties().approximate_message_count == 0  # the budget (3 tries) is spent
     assert topic.events == []
     assert [e["id"] for e in app.events()] == ["eg-never:succeeded"]
+    [dead] = [json.loads(m.content) for m in _deadletter(app).peek_messages(max_messages=32)]
+    assert dead["event"]["id"] == "eg-never:succeeded"  # kept, with the reason, where an operator sees it
+    assert dead["reason"].startswith("not published after 3 tries")
     topic.outage = False
+
+
+def _deadletter(app):
+    return app.services.forwarder._deadletter
+
+
+def _forward_until(app, done, seconds: float = 15.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not done() and time.monotonic() < deadline:
+        app.poll()
+        time.sleep(0.3)
+
+
+def test_one_event_the_topic_refuses_never_takes_good_ones_with_it(make_app, arm, topic):
+    # Before, a refused batch was retried whole until its budget was spent, then dropped: good events too.
+    topic.clear()
+    app = make_app(EVENTGRID_TOPIC_ENDPOINT=topic.endpoint)
+    arm.default = Scenario(submit="done_204")
+    topic.reject_ids({"eg-bad:succeeded"})
+    topic.outage = True  # the events wait in the outbox, so that one batch holds all of them
+    ids = ["eg-good-1", "eg-bad", "eg-good-2"]
+    for request_id in ids:
+        app.send({"resourceUri": new_resource_uri(), "requestId": request_id})
+    app.run(ids)
+    topic.outage = False
+    _forward_until(app, lambda: _outbox(app).get_queue_properties().approximate_message_count == 0)
+    assert sorted(e["id"] for e in topic.events) == ["eg-good-1:succeeded", "eg-good-2:succeeded"]
+    [dead] = [json.loads(m.content) for m in _deadletter(app).peek_messages(max_messages=32)]
+    assert dead["event"]["id"] == "eg-bad:succeeded"
+    assert dead["reason"].startswith("HTTP 400")
+
+
+def test_an_outbox_message_that_is_not_a_record_goes_to_the_dead_letter_queue(make_app, topic):
+    topic.clear()
+    app = make_app(EVENTGRID_TOPIC_ENDPOINT=topic.endpoint)
+    _outbox(app).send_message("[" * 5000)
+    app.poll()
+    [dead] = [json.loads(m.content) for m in _deadletter(app).peek_messages(max_messages=32)]
+    assert dead["reason"] == "not an outbox record"
+    assert _outbox(app).get_queue_properties().approximate_message_count == 0
