@@ -52,7 +52,7 @@ class TokenCache:
             if token is not None and token.expires_on - now > REFRESH_MARGIN:
                 return token.token
             fetch = self._fetch
-            if fetch is None or (fetch.done.is_set() and now - fetch.ended >= FAILURE_PAUSE):
+            if fetch is None or (fetch.done.is_set() and (fetch.error is None or now - fetch.ended >= FAILURE_PAUSE)):
                 fetch = self._start_fetch(now)
             elif not fetch.done.is_set() and now - fetch.started > STALE_FETCH:
                 logger.warning("a token fetch has not ended after %.0f s; starting another", now - fetch.started)

@@ -60,3 +60,20 @@ def test_a_burst_for_one_subscription_stays_within_arms_bucket(make_app, throttl
         assert throttling_arm.throttled == 0  # every call waited here instead of meeting a 429
     else:
         assert throttling_arm.throttled > 0  # the same burst, unpaced, meets ARM's limit
+
+
+def test_buckets_are_kept_only_for_recent_subscriptions():
+    # Before, one bucket per distinct subscription stayed forever (50,000 subscriptions: 135 MiB).
+    clock = FakeClock()
+    pacer = ArmPacer(writes=(2, 1.0), sleep=lambda _: None, max_buckets=100, clock=clock)
+    for _ in range(50_000):
+        pacer.wait("writes", new_resource_uri())
+    assert len(pacer) <= 100  # never more than the cap
+    busy = new_resource_uri()
+    pacer.wait("writes", busy)
+    pacer.wait("writes", busy)  # its bucket is empty now: forgetting it would lend tokens ARM has not given
+    clock.now += 1.5  # the others are full again (1 s after a single use): idle; the busy one is not (2 s)
+    pacer.wait("writes", new_resource_uri())
+    assert len(pacer) <= 3
+    # the busy subscription's bucket was kept (1.5 tokens): a new one would hold 2 and not make the second wait
+    assert [pacer.wait("writes", busy) > 0 for _ in range(2)] == [False, True]
