@@ -97,13 +97,7 @@ def submit_answer(response: requests.Response) -> ArmAnswer:
         return ArmAnswer(ACCEPTED, 202, location=location, async_url=async_url, retry_after=retry_after)
     if status in (200, 204):
         return ArmAnswer(SUCCEEDED, status)
-    error = arm_error(_json(response))
-    if redirect := _redirect(status):
-        return redirect
-    if status in (408, 429) or status >= 500:
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        return ArmAnswer(TRANSIENT, status, retry_after=retry_after, error=error or _http_error(status))
-    return ArmAnswer(FAILED, status, error=error or _no_body(status))
+    return _unsuccessful(response)
 
 
 def status_answer(response: requests.Response, *, is_async: bool) -> ArmAnswer:
@@ -138,9 +132,16 @@ def instance_answer(response: requests.Response) -> ArmAnswer:
         if checkpoints is None:
             return transient("OperationFailed", "unreadable VM instance body", 200)
         return ArmAnswer(SUCCEEDED, 200, checkpoints=checkpoints)
-    error = arm_error(_json(response))
+    return _unsuccessful(response)
+
+
+def _unsuccessful(response: requests.Response) -> ArmAnswer:
+    """A POST's or an instance read's answer that is not a success: a redirect or a 4xx fails,
+    408, 429 and 5xx are transient."""
+    status = response.status_code
     if redirect := _redirect(status):
         return redirect
+    error = arm_error(_json(response))
     if status in (408, 429) or status >= 500:
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         return ArmAnswer(TRANSIENT, status, retry_after=retry_after, error=error or _http_error(status))
