@@ -141,7 +141,20 @@ class ArmClient:
         read = self._within(deadline, read, keep=connect)
         if read < MIN_CALL_SECONDS:
             return transient("OutOfTime", f"no time was left for the {method} within this step's budget")
-        return self._send(method, url, token, body, (connect, read))
+        response = self._send(method, url, token, body, (connect, read))
+        if not isinstance(response, ArmAnswer):
+            self._learn(kind, resource_uri, response)
+        return response
+
+    def _learn(self, kind: str, resource_uri: str | None, response: requests.Response) -> None:
+        """Tell the pacer what ARM said of its rate-limit bucket (shared with other instances)."""
+        remaining = response.headers.get(f"x-ms-ratelimit-remaining-subscription-{kind}", "")
+        pause = None
+        if response.status_code == 429:
+            pause = parse_retry_after(response.headers.get("Retry-After"))
+            pause = min(60.0, pause) if pause is not None else 1.0
+        left = float(int(remaining[:9])) if remaining.isdigit() else None
+        self._pacer.observe(kind, resource_uri, left, pause)
 
     @staticmethod
     def _within(deadline: Deadline | None, seconds: float, keep: float = 0.0) -> float:

@@ -3,7 +3,9 @@
 ARM throttles per subscription and principal: writes 200 with a refill of 10/s, reads 250 with a
 refill of 25/s. This process keeps its own calls within those buckets, so that a burst of
 requests for one subscription waits here instead of collecting 429s. Other instances of the
-app share the principal, so ARM can still answer 429; the app honours its Retry-After.
+app share the principal and so ARM's bucket: each instance also learns from what ARM says of that
+bucket (the tokens left, in `x-ms-ratelimit-remaining-subscription-writes`/`-reads`, and a 429's
+Retry-After), so that together they stay within it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class TokenBucket:
         self._level = float(capacity)
         self._stamp = clock()
         self._lock = threading.Lock()
+        self._margin = capacity / 9  # ARM's bucket is a ninth larger than ours: keep that much back
 
     def reserve(self, max_wait: float | None = None) -> float:
         """Take a token; returns how many seconds to wait before using it (0 when one was there).
@@ -53,6 +56,18 @@ class TokenBucket:
                 return limit
             self._level -= 1
             return wait
+
+    def observe(self, remaining: float | None = None, pause: float | None = None) -> None:
+        """What ARM said of the bucket it shares with other instances: `remaining` tokens left, or a
+        429 asking for a `pause` of that many seconds. The level never stays above what ARM allows."""
+        with self._lock:
+            now = self._clock()
+            self._level = min(self._capacity, self._level + (now - self._stamp) * self._rate)
+            self._stamp = now
+            if remaining is not None:
+                self._level = min(self._level, remaining - self._margin)
+            if pause is not None:
+                self._level = min(self._level, 1 - pause * self._rate)  # the next caller waits `pause`
 
     def full_since(self) -> float | None:
         """When the bucket is (or was) full again: from then on it is the same as a new one."""
@@ -75,6 +90,7 @@ class ArmPacer:
         sleep=time.sleep,
         max_buckets: int = 2048,
         clock: Callable[[], float] = time.monotonic,
+        learn: bool = True,
     ):
         self._limits = {"writes": writes, "reads": reads}
         self._buckets: OrderedDict[tuple[str, str], TokenBucket] = OrderedDict()
@@ -83,12 +99,24 @@ class ArmPacer:
         self._max_buckets = max_buckets
         self._sleep = sleep
         self._clock = clock
+        self._learn = learn  # off only to show, in tests, what learning from ARM is worth
 
     def __len__(self) -> int:
         return len(self._buckets)
 
     def wait(self, kind: str, resource_uri: str | None, max_wait: float | None = None) -> float:
         """Seconds waited before a `kind` ("writes" or "reads") call for the resource's subscription."""
+        delay = self._bucket(kind, resource_uri).reserve(max_wait)
+        if delay > 0:
+            self._sleep(delay)
+        return delay
+
+    def observe(self, kind: str, resource_uri: str | None, remaining: float | None, pause: float | None) -> None:
+        """What ARM's answer said of its `kind` bucket for the resource's subscription (see TokenBucket)."""
+        if self._learn and (remaining is not None or pause is not None):
+            self._bucket(kind, resource_uri).observe(remaining, pause)
+
+    def _bucket(self, kind: str, resource_uri: str | None) -> TokenBucket:
         key = (kind, subscription_of(resource_uri))
         with self._lock:
             bucket = self._buckets.get(key)
@@ -96,10 +124,7 @@ class ArmPacer:
                 self._forget_idle()
                 bucket = self._buckets[key] = TokenBucket(*self._limits[kind], self._max_wait, self._clock)
             self._buckets.move_to_end(key)
-        delay = bucket.reserve(max_wait)
-        if delay > 0:
-            self._sleep(delay)
-        return delay
+        return bucket
 
     def _forget_idle(self) -> None:
         """Drop the least recently used buckets that are full again, and the oldest beyond the cap."""

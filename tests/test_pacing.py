@@ -77,3 +77,59 @@ def test_buckets_are_kept_only_for_recent_subscriptions():
     assert len(pacer) <= 3
     # the busy subscription's bucket was kept (1.5 tokens): a new one would hold 2 and not make the second wait
     assert [pacer.wait("writes", busy) > 0 for _ in range(2)] == [False, True]
+
+
+def test_a_429_makes_the_next_call_wait_its_retry_after_and_arm_s_count_lowers_the_level():
+    clock = FakeClock()
+    bucket = TokenBucket(100, 10.0, max_wait=30.0, clock=clock)
+    bucket.observe(pause=2.0)
+    assert bucket.reserve() == pytest.approx(2.0)
+    clock.now += 60  # full again
+    bucket.observe(remaining=14)  # other instances spent most of the shared bucket: 14 less a ninth of 100 left
+    assert [bucket.reserve() for _ in range(3)] == [0.0, 0.0, pytest.approx(0.011, abs=0.002)]
+
+
+@pytest.fixture
+def shared_bucket_arm(ca, identity):
+    """ARM's write bucket for one subscription and principal, small: 10, refilled at 5/s."""
+    with ArmEmulator(ca, identity, throttle={"writes": (10, 5.0), "reads": (100, 100.0)}) as emulator:
+        emulator.default = Scenario(submit="done_204")
+        yield emulator
+
+
+def _two_instances_posting(arm, identity, monkeypatch, learn: bool) -> int:
+    """Two app instances (one principal) each send 30 deletions for one subscription; ARM's 429s."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from azure.identity import ManagedIdentityCredential
+
+    from shared.arm_client import ArmClient
+    from shared.request import DeletionRequest
+
+    for name, value in identity.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", arm.ca_bundle_path)
+    uri = new_resource_uri()
+    clients = [
+        ArmClient(ManagedIdentityCredential(), arm.endpoint, "2024-06-01", pacer=ArmPacer(writes=(9, 4.5), learn=learn))
+        for _ in range(2)
+    ]
+
+    def instance(client):
+        for i in range(30):
+            client.delete_checkpoint(DeletionRequest(resource_uri=uri, request_id=f"r{i}", checkpoint_id=f"cp{i}"))
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(instance, clients))
+    for client in clients:
+        client.close()
+    return arm.throttled
+
+
+def test_instances_sharing_one_bucket_stay_within_it_by_what_arm_says(shared_bucket_arm, identity, monkeypatch):
+    learning = _two_instances_posting(shared_bucket_arm, identity, monkeypatch, learn=True)
+    shared_bucket_arm.clear()
+    guessing = _two_instances_posting(shared_bucket_arm, identity, monkeypatch, learn=False)
+    print(f"429s: {learning} learning from ARM's headers, {guessing} with the fixed guess alone")
+    assert guessing >= 15  # each instance alone would stay within the bucket; together they do not
+    assert learning <= guessing / 4
