@@ -101,6 +101,9 @@ param pollSchedule string = '*/15 * * * * *'
 @description('OPERATION_TIMEOUT_SECONDS: an operation still running this long after submission fails with OperationTimedOut.')
 param operationTimeoutSeconds int = 86400
 
+@description('AZURE_SDK_HTTP_LOGGING: true logs every storage and Event Grid request the Azure SDK makes (Information, shipped to Application Insights); false keeps them out.')
+param sdkHttpLogging bool = false
+
 @minValue(1)
 @description('POLL_FAILURE_WINDOW_SECONDS: a tracked operation whose status reads met nothing but transient failures this long fails with RetriesExhausted.')
 param pollFailureWindowSeconds int = 3600
@@ -301,6 +304,7 @@ module api 'app/function.bicep' = {
     pollSchedule: pollScheduleValue
     operationTimeoutSeconds: operationTimeoutSeconds
     pollFailureWindowSeconds: pollFailureWindowSeconds
+    sdkHttpLogging: sdkHttpLogging
     eventGridTopicEndpoint: eventGridEndpointValue
   }
   // The host starts as soon as the site exists: let it find its roles already in place.

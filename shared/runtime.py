@@ -27,9 +27,11 @@ HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
 POLL_CONCURRENCY = 16
 SUBMIT_CONCURRENCY = 24  # host.json: batchSize + newBatchThreshold
 
-# The Functions worker sets the root logger to INFO: without this, the SDK's HTTP logging policy
-# would ship a multi-line record of every storage and Event Grid request to Application Insights.
-logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
+# The Functions worker sets the root logger to INFO: unless AZURE_SDK_HTTP_LOGGING asks for it, the
+# SDK's HTTP logging policy would ship a multi-line record of every storage and Event Grid request
+# to Application Insights.
+HTTP_LOGGING = logging.getLogger("azure.core.pipeline.policies.http_logging_policy")
+HTTP_LOGGING.setLevel(logging.WARNING)
 # azure-eventgrid warns on every publish that the per-call timeouts are "not a known attribute"
 # of its event model; they are the transport's, and they are applied.
 logging.getLogger("azure.eventgrid._legacy._generated._serialization").setLevel(logging.ERROR)
@@ -74,6 +76,7 @@ def build_services(
     arm_pacer: ArmPacer | None = None,
     budgets: Budgets = DEFAULT_BUDGETS,
 ) -> Services:
+    HTTP_LOGGING.setLevel(logging.INFO if settings.sdk_http_logging else logging.WARNING)
     credentials: dict[str | None, ManagedIdentityCredential] = {}
 
     def credential(client_id: str | None) -> ManagedIdentityCredential:

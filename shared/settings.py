@@ -19,6 +19,7 @@ DEFAULTS = {
     "POLL_SCHEDULE": "*/15 * * * * *",
     "OPERATION_TIMEOUT_SECONDS": "86400",
     "POLL_FAILURE_WINDOW_SECONDS": "3600",
+    "AZURE_SDK_HTTP_LOGGING": "false",
 }
 
 # Every setting the app reads (contract section 2); the identity-based storage connection is
@@ -65,6 +66,7 @@ class Settings:
     operation_timeout_seconds: int
     eventgrid_topic_endpoint: str | None
     poll_failure_window_seconds: int = 3600
+    sdk_http_logging: bool = False  # the Azure SDK's log line of every storage and Event Grid request
 
     @property
     def poison_queue(self) -> str:
@@ -124,6 +126,10 @@ class Settings:
                 f"POLL_SCHEDULE={schedule!r} must be an NCRONTAB expression of six fields, seconds first"
             )
 
+        http_logging = get("AZURE_SDK_HTTP_LOGGING").lower()
+        if http_logging not in ("true", "false"):
+            raise SettingsError(f"AZURE_SDK_HTTP_LOGGING={http_logging!r} must be true or false")
+
         topic = (env.get("EVENTGRID_TOPIC_ENDPOINT") or "").strip() or None
         if topic:
             topic = _https_base_url("EVENTGRID_TOPIC_ENDPOINT", topic, allow_path=True)
@@ -140,6 +146,7 @@ class Settings:
             operation_timeout_seconds=timeout,
             eventgrid_topic_endpoint=topic,
             poll_failure_window_seconds=failure_window,
+            sdk_http_logging=http_logging == "true",
         )
 
 

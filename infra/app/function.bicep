@@ -34,6 +34,7 @@ param armApiVersion string
 param pollSchedule string
 param operationTimeoutSeconds int
 param pollFailureWindowSeconds int
+param sdkHttpLogging bool = false
 param eventGridTopicEndpoint string = ''
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
@@ -166,6 +167,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'POLL_FAILURE_WINDOW_SECONDS'
           value: string(pollFailureWindowSeconds)
+        }
+        {
+          name: 'AZURE_SDK_HTTP_LOGGING'
+          value: sdkHttpLogging ? 'true' : 'false'
         }
         {
           name: 'EVENTGRID_TOPIC_ENDPOINT'
