@@ -96,6 +96,21 @@ def _additional_info(item: dict) -> dict:
     }
 
 
+def compact_error(error: dict | None, max_bytes: int = 1024) -> dict | None:
+    """An error small enough for a tracking message (at most 64 KiB in all): its code, target and
+    the start of its message; details and additional info are left out."""
+    if error is None:
+        return None
+    message = error.get("message")
+    return {
+        "code": error.get("code"),
+        "message": clean_text(message, max_bytes) if isinstance(message, str) else None,
+        "target": error.get("target"),
+        "details": [],
+        "additionalInfo": [],
+    }
+
+
 def event_size(event: dict) -> int:
     return len(json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
 

@@ -16,6 +16,7 @@ from . import arm_answers as arm
 from .arm_answers import ArmAnswer, app_error
 from .arm_client import ArmClient
 from .budgets import DEFAULT_BUDGETS, Budgets, Deadline
+from .cleaning import compact_error
 from .events import FAILED, SUCCEEDED, EventWriter, outcome_event
 from .logs import get_logger, request_scope
 from .retry import POLL_RETRY, RetryPolicy
@@ -139,7 +140,7 @@ class Poller:
         if answer.state == arm.NOT_PERMITTED and operation.checkpointId is not None:
             logger.warning("the status URL answered HTTP %s: following the VM instance instead", answer.status_code)
             operation.followInstance = True
-            operation.statusReadError = answer.error
+            operation.statusReadError = compact_error(answer.error)
             return self._follow_instance(message, operation, deadline)
         if answer.state in (arm.FAILED, arm.NOT_PERMITTED):
             verdict = verify(self._arm, operation.resourceUri, operation.checkpointId, deadline)
@@ -166,7 +167,7 @@ class Poller:
         now = self._clock()
         operation.transientFailures += 1
         operation.failingSince = operation.failingSince or now
-        operation.lastError = answer.error
+        operation.lastError = compact_error(answer.error)  # the tracking message stays small
         if now - operation.failingSince >= self._window:
             verdict = verify(self._arm, operation.resourceUri, operation.checkpointId, deadline)
             if verdict.state == ABSENT:

@@ -91,3 +91,16 @@ def test_a_309_digit_retry_after_on_submit_is_waited_as_a_long_pause(app, arm):
     events = app.run(["r-huge-retry-after"], timeout=20)["r-huge-retry-after"]
     assert [e["type"] for e in events] == ["ScVmm.CheckpointDelete.Succeeded"]
     assert app.count(app.poison_queue) == 0
+
+
+def test_a_huge_transient_error_on_a_status_url_keeps_the_operation_tracked(app, arm):
+    # Before, the whole error went into the tracking message: past 64 KiB it could not be written,
+    # and the operation was stuck until its deadline.
+    inner = [{"code": "Inner", "message": "y" * 5000}] * 10
+    details = [{"code": f"D{i}", "message": "m" * 5000, "details": inner} for i in range(32)]
+    busy = Fault(status=503, retry_after=1, error={"code": "ServerBusy", "message": "busy", "details": details})
+    arm.default = Scenario(retry_after=0, poll_faults=[busy])
+    request = {"resourceUri": new_resource_uri(), "checkpointId": "cp", "requestId": "r-huge-error"}
+    app.send(request)
+    events = app.run(["r-huge-error"], timeout=20)["r-huge-error"]
+    assert [e["type"] for e in events] == ["ScVmm.CheckpointDelete.Accepted", "ScVmm.CheckpointDelete.Succeeded"]
