@@ -2,10 +2,23 @@
 
 The emulator comes from the repo's own npm package (``npm ci`` in the repo root installs it as
 ``node_modules/.bin/azurite-queue``). Each :class:`Azurite` listens on its own free loopback
-port, keeps its data in memory only and is stopped by process id::
+port and is stopped by process id::
 
     with Azurite() as azurite:
         client = QueueServiceClient.from_connection_string(azurite.connection_string)
+
+By default it keeps its data in memory only. Given ``persist_dir``, it keeps every queue and
+message in that folder instead (``--location``), so that a stop and a start on the same folder,
+or :meth:`Azurite.restart`, find them again; a restart keeps the port when it is still free, so
+clients keep their connection string::
+
+    azurite = Azurite(persist_dir="run/azurite").start()
+    azurite.restart(kill=True)   # SIGKILL, as a crash, then start again on the same port
+
+Azurite writes its database to disk every 5 seconds and on a graceful stop (SIGTERM), so a
+SIGKILL forgets the changes of the last few seconds. ``restart(kill=True, durable=True)`` waits for
+the next save before the SIGKILL, which keeps what clients were told is stored (see
+:meth:`Azurite.kill`).
 
 Azurite's receive gets slow on a deep queue, so tests should use unique, shallow queues.
 """
@@ -28,6 +41,8 @@ ACCOUNT_NAME = "devstoreaccount1"
 # Azurite's documented, public development account key (not a secret).
 ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 HOST = "127.0.0.1"
+# Azurite's queue database files (LokiJS, saved every 5 s and on a graceful stop).
+DATABASE_FILES = ("__azurite_db_queue__.json", "__azurite_db_queue_extent__.json")
 
 
 class AzuriteError(RuntimeError):
@@ -49,7 +64,11 @@ def _port_answers(port: int) -> bool:
 
 
 class Azurite:
-    """A private Azurite queue service (``azurite-queue``) on a free 127.0.0.1 port."""
+    """A private Azurite queue service (``azurite-queue``) on a free 127.0.0.1 port.
+
+    :param persist_dir: keep queues and messages in this folder (created if missing, never
+        removed) instead of in memory; its log is appended to ``azurite.log`` there.
+    """
 
     def __init__(
         self,
@@ -57,14 +76,17 @@ class Azurite:
         binary: Path | str | None = None,
         start_timeout: float = 30.0,
         stop_timeout: float = 5.0,
+        persist_dir: Path | str | None = None,
     ) -> None:
         self.binary = Path(binary) if binary else AZURITE_BIN
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
+        self.persist_dir = Path(persist_dir).resolve() if persist_dir else None
         self._proc: subprocess.Popen[bytes] | None = None
         self._port: int | None = None
         self._workdir: str | None = None
         self._log_path: str | None = None
+        self._log_offset = 0
 
     # -- properties ---------------------------------------------------------------------------
     @property
@@ -97,7 +119,8 @@ class Azurite:
         return self._proc is not None and self._proc.poll() is None
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def start(self) -> Azurite:
+    def start(self, port: int | None = None) -> Azurite:
+        """Start Azurite; on ``port`` when given and free, else on a free port."""
         if self.running:
             return self
         if not (self.binary.exists() and os.access(self.binary, os.X_OK)):
@@ -105,34 +128,41 @@ class Azurite:
                 f"{self.binary} was not found. The Azurite emulator is an npm package of this repo: "
                 f"run `npm ci` in {REPO_ROOT} (Node.js 20+ needed) and try again."
             )
-        # Azurite refuses --location together with --inMemoryPersistence, and then keeps its
-        # (few) files in the working directory: a fresh temporary one, removed on stop.
-        self._workdir = tempfile.mkdtemp(prefix="azurite-")
-        self._log_path = os.path.join(self._workdir, "azurite.log")
+        if self.persist_dir is not None:
+            self.persist_dir.mkdir(parents=True, exist_ok=True)
+            workdir = str(self.persist_dir)
+            storage = ["--location", workdir]
+        else:
+            # Azurite refuses --location together with --inMemoryPersistence, and then keeps its
+            # (few) files in the working directory: a fresh temporary one, removed on stop.
+            self._workdir = workdir = tempfile.mkdtemp(prefix="azurite-")
+            storage = ["--inMemoryPersistence"]
+        self._log_path = os.path.join(workdir, "azurite.log")
         last_error = ""
-        for _attempt in range(3):  # a port taken between choosing and binding: pick another
-            port = _free_port()
-            with open(self._log_path, "wb") as log:
+        for attempt in range(3):  # a port taken between choosing and binding: pick another
+            chosen = port if (port is not None and attempt == 0) else _free_port()
+            with open(self._log_path, "ab") as log:
+                self._log_offset = log.tell()
                 self._proc = subprocess.Popen(
                     [
                         str(self.binary),
                         "--queueHost",
                         HOST,
                         "--queuePort",
-                        str(port),
+                        str(chosen),
                         "--skipApiVersionCheck",
                         "--disableTelemetry",
-                        "--inMemoryPersistence",
+                        *storage,
                         "--silent",
                         "--loose",
                     ],
-                    cwd=self._workdir,
+                    cwd=workdir,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,  # a terminal's Ctrl-C goes to us; we stop it by pid
                 )
-            self._port = port
+            self._port = chosen
             _LIVE.add(self._proc)
             deadline = time.monotonic() + self.start_timeout
             while time.monotonic() < deadline:
@@ -140,16 +170,16 @@ class Azurite:
                     break
                 # Ready when the port answers and Azurite itself says it listens there (not some
                 # other process that took the port between our choosing and its binding).
-                if _port_answers(port) and f":{port}" in self._read_log() and self._proc.poll() is None:
+                if _port_answers(chosen) and f":{chosen}" in self._read_log() and self._proc.poll() is None:
                     return self
                 time.sleep(0.05)
             last_error = self._read_log()
             exited = self._proc.poll() is not None
-            self._kill()
+            self._end(force=True)
             if not exited:
                 self._cleanup_dir()
                 raise AzuriteError(
-                    f"Azurite did not answer on {HOST}:{port} within {self.start_timeout:.0f} s. "
+                    f"Azurite did not answer on {HOST}:{chosen} within {self.start_timeout:.0f} s. "
                     f"If node_modules is missing or stale, run `npm ci` in {REPO_ROOT}. Output:\n{last_error}"
                 )
             if "EADDRINUSE" not in last_error:
@@ -161,8 +191,30 @@ class Azurite:
         )
 
     def stop(self) -> None:
-        self._kill()
+        """Stop gracefully (SIGTERM: Azurite saves its database), SIGKILL after ``stop_timeout``."""
+        self._end(force=False)
         self._cleanup_dir()
+
+    def kill(self, *, durable: bool = False) -> None:
+        """SIGKILL at once, as a crash. In-memory data is gone; a ``persist_dir`` keeps what
+        Azurite last saved (it saves every 5 s). ``durable=True`` waits (at most 10 s) for its next
+        save and kills right after it, so that only the writes of those few milliseconds can be
+        lost, as close to a durable store that crashes as Azurite gets."""
+        if durable and self.persist_dir is not None and self.running:
+            self._wait_for_save(10.0)
+        self._end(force=True)
+        self._cleanup_dir()
+
+    def restart(self, *, kill: bool = False, durable: bool = False) -> Azurite:
+        """Stop (or :meth:`kill`) and start again, on the same port when it is still free.
+
+        With ``persist_dir`` every queue and message saved before the stop is there again."""
+        port = self._port
+        if kill:
+            self.kill(durable=durable)
+        else:
+            self.stop()
+        return self.start(port=port)
 
     def __enter__(self) -> Azurite:
         return self.start()
@@ -171,15 +223,41 @@ class Azurite:
         self.stop()
 
     # -- internals ----------------------------------------------------------------------------
-    def _kill(self) -> None:
+    def _end(self, force: bool) -> None:
         proc, self._proc = self._proc, None
         self._port = None
         if proc is not None:
-            _terminate(proc, self.stop_timeout)
+            _terminate(proc, 0.0 if force else self.stop_timeout)
+
+    def _wait_for_save(self, limit: float) -> None:
+        """Return right after Azurite saved its queue database and then its extent database (the
+        message texts' index; it saves some milliseconds after the queue database, so every
+        message saved has its text's place saved too)."""
+        assert self.persist_dir is not None
+        queue_db, extent_db = (self.persist_dir / name for name in DATABASE_FILES)
+
+        def stamp(path: Path) -> int:
+            try:
+                return path.stat().st_mtime_ns
+            except OSError:
+                return 0
+
+        def changed(path: Path, before: int, seconds: float) -> bool:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                if stamp(path) != before:
+                    return True
+                time.sleep(0.002)
+            return False
+
+        extent_before = stamp(extent_db)
+        if changed(queue_db, stamp(queue_db), limit):
+            changed(extent_db, extent_before, 1.0)
 
     def _read_log(self) -> str:
         try:
             with open(self._log_path or "", encoding="utf-8", errors="replace") as log:
+                log.seek(self._log_offset)
                 return log.read()[-4000:]
         except OSError:
             return ""
@@ -191,9 +269,14 @@ class Azurite:
 
 
 def _terminate(proc: subprocess.Popen[bytes], grace: float) -> None:
-    """Terminate one process by its id, then kill it if it outlives the grace period."""
+    """Terminate one process by its id (SIGKILL at once when ``grace`` is 0), killing it if it
+    outlives the grace period."""
     try:
         if proc.poll() is None:
+            if grace <= 0:
+                proc.kill()
+                proc.wait(timeout=5)
+                return
             proc.terminate()
             try:
                 proc.wait(timeout=grace)

@@ -18,6 +18,9 @@ reads for App Service). MSAL turns ``expires_on`` into ``expires_in``, caches th
 asks again when fewer than 5 minutes remain (or at half-life for tokens of 2 hours or more), so
 keep ``token_lifetime`` well above 300 seconds.
 
+Faults: ``fail_next(n, status)`` (counted in ``failures_served``); ``hang_for(seconds)`` and
+``garbage_for(seconds, kind)`` (counted in ``faults_served``, ended by ``reset_counts()``).
+
 Plain HTTP, bound to 127.0.0.1 on a free port. Tokens and the header secret are never logged.
 
 Usage::
@@ -31,10 +34,12 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
 import secrets
+import socket
 import threading
 import time
 import uuid
@@ -44,13 +49,18 @@ from urllib.parse import parse_qs, urlsplit
 
 from localdev.servers import LoopbackServer
 
-__all__ = ["IdentityEndpoint", "IssuedToken", "normalize_resource"]
+__all__ = ["GARBAGE_KINDS", "IdentityEndpoint", "IssuedToken", "normalize_resource"]
 
 _LOG = logging.getLogger("localdev.identity_endpoint")
 
 TOKEN_PATH = "/msi/token"
 API_VERSION = "2019-08-01"
 DEFAULT_SYSTEM_CLIENT_ID = "00000000-0000-0000-0000-00000000a11c"
+GARBAGE_KINDS = ("html502", "bad_expires_on", "not_json")
+_HTML_502 = (
+    b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1>"
+    b"<p>The gateway did not receive a valid answer from the upstream server.</p></body></html>"
+)
 
 
 def normalize_resource(resource: str) -> str:
@@ -92,15 +102,23 @@ class _Handler(BaseHTTPRequestHandler):
             self.rfile.read(length)
 
     def reply(self, status: int, payload: dict, headers: dict | None = None) -> None:
-        body = json.dumps(payload).encode()
+        self.reply_raw(status, json.dumps(payload).encode(), "application/json; charset=utf-8", headers)
+
+    def reply_raw(self, status: int, body: bytes, content_type: str, headers: dict | None = None) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Type", content_type)
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.send_header("Content-Length", str(len(body)))
         self._headers_buffer.append(b"\r\n")  # type: ignore[attr-defined]
         self._headers_buffer.append(body)  # type: ignore[attr-defined]
         self.flush_headers()
+
+    def hang_up(self) -> None:
+        """Close the connection without an answer."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.request.shutdown(socket.SHUT_RDWR)
 
     def version_string(self) -> str:
         return self.server_version
@@ -136,12 +154,17 @@ class IdentityEndpoint:
         self.system_client_id = system_client_id
         self._host = host
         self._lock = threading.Lock()
+        self._window_changed = threading.Condition(self._lock)
         self._tokens: dict[str, IssuedToken] = {}
         self._issued: list[tuple[str, str | None]] = []
         self._tokens_issued = 0
         self._requests = 0
         self._failures_served = 0
         self._fail_queue: list[tuple[int, int | None]] = []
+        self._faults_served = 0
+        self._hang_until = 0.0  # time.monotonic() until which token requests hang
+        self._garbage_until = 0.0
+        self._garbage_kind = "html502"
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -161,6 +184,9 @@ class IdentityEndpoint:
         server, self._server = self._server, None
         if server is None:
             return
+        with self._window_changed:  # hung requests end now
+            self._hang_until = self._garbage_until = 0.0
+            self._window_changed.notify_all()
         server.shutdown()
         server.server_close()
         server.close_live_connections()
@@ -219,13 +245,23 @@ class IdentityEndpoint:
         with self._lock:
             return self._failures_served
 
-    def reset_counts(self) -> None:
-        """Zero the counters and the ``issued`` list. Tokens already issued stay valid."""
+    @property
+    def faults_served(self) -> int:
+        """Token requests held by :meth:`hang_for` or answered by :meth:`garbage_for`."""
         with self._lock:
+            return self._faults_served
+
+    def reset_counts(self) -> None:
+        """Zero the counters and the ``issued`` list; end any hang (its requests go unanswered)
+        or garbage window. Tokens already issued stay valid."""
+        with self._window_changed:
             self._issued.clear()
             self._tokens_issued = 0
             self._requests = 0
             self._failures_served = 0
+            self._faults_served = 0
+            self._hang_until = self._garbage_until = 0.0
+            self._window_changed.notify_all()
 
     # ---- control ---------------------------------------------------------------------------
     def fail_next(self, n: int, status: int = 500, retry_after: int | None = None) -> None:
@@ -237,6 +273,23 @@ class IdentityEndpoint:
         """
         with self._lock:
             self._fail_queue.extend([(int(status), retry_after)] * int(n))
+
+    def hang_for(self, seconds: float) -> None:
+        """Hold every token request that arrives within the next ``seconds`` unanswered until the
+        window has ended, then close its connection without an answer."""
+        with self._window_changed:
+            self._hang_until = time.monotonic() + max(0.0, float(seconds))
+            self._window_changed.notify_all()
+
+    def garbage_for(self, seconds: float, kind: str = "html502") -> None:
+        """Answer every token request of the next ``seconds`` with garbage: ``"html502"`` a 502 with
+        a text/html body; ``"bad_expires_on"`` a real token with ``"expires_on": "soon"``;
+        ``"not_json"`` a 200 with a text/plain body."""
+        if kind not in GARBAGE_KINDS:
+            raise ValueError(f"kind must be one of {GARBAGE_KINDS}, got {kind!r}")
+        with self._window_changed:
+            self._garbage_until = time.monotonic() + max(0.0, float(seconds))
+            self._garbage_kind = kind
 
     def verify(self, token: str, resource: str) -> bool:
         """True when ``token`` was issued here for ``resource`` and has not expired.
@@ -277,9 +330,23 @@ class IdentityEndpoint:
             return
         with self._lock:
             self._requests += 1
-            failure = self._fail_queue.pop(0) if self._fail_queue else None
+            now = time.monotonic()
+            hang = now < self._hang_until
+            garbage = self._garbage_kind if not hang and now < self._garbage_until else None
+            failure = self._fail_queue.pop(0) if self._fail_queue and not (hang or garbage) else None
             if failure:
                 self._failures_served += 1
+            if hang or garbage:
+                self._faults_served += 1
+        if hang:
+            self._hang(h)
+            return
+        if garbage == "html502":
+            h.reply_raw(502, _HTML_502, "text/html; charset=utf-8")
+            return
+        if garbage == "not_json":
+            h.reply_raw(200, b"OK: token service ready", "text/plain; charset=utf-8")
+            return
         if failure:
             status, retry_after = failure
             headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
@@ -304,19 +371,30 @@ class IdentityEndpoint:
 
         token = self._new_token(resource, client_id, self.token_lifetime)
         with self._lock:
-            self._tokens_issued += 1
-            self._issued.append((resource, client_id))
+            if garbage is None:  # a "bad_expires_on" answer is a fault, not a token handed out
+                self._tokens_issued += 1
+                self._issued.append((resource, client_id))
             expires_on = self._tokens[token].expires_on
         h.reply(
             200,
             {
                 "access_token": token,
-                "expires_on": str(expires_on),  # App Service sends epoch seconds as a string
+                # App Service sends epoch seconds as a string
+                "expires_on": "soon" if garbage else str(expires_on),
                 "resource": resource,
                 "token_type": "Bearer",
                 "client_id": client_id or self.system_client_id,
             },
         )
+
+    def _hang(self, h: _Handler) -> None:
+        with self._window_changed:
+            while self._server is not None:
+                left = self._hang_until - time.monotonic()
+                if left <= 0:
+                    break
+                self._window_changed.wait(left)
+        h.hang_up()
 
     @staticmethod
     def _err(status: int, message: str) -> dict:

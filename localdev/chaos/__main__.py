@@ -1,0 +1,5 @@
+import sys
+
+from localdev.chaos import main
+
+sys.exit(main())
