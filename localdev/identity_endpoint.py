@@ -1,8 +1,7 @@
 """A local managed-identity endpoint in the App Service form (protocol 2019-08-01).
 
-It answers what ``azure.identity.ManagedIdentityCredential`` sends when the environment holds
-``IDENTITY_ENDPOINT`` and ``IDENTITY_HEADER`` (azure-identity 1.27 hands the request to
-``msal.ManagedIdentityClient``, see ``msal/managed_identity.py::_obtain_token_on_app_service``)::
+It answers what ``azure.identity.ManagedIdentityCredential`` sends (through MSAL) when the
+environment holds ``IDENTITY_ENDPOINT`` and ``IDENTITY_HEADER``::
 
     GET {IDENTITY_ENDPOINT}?api-version=2019-08-01&resource=<resource>[&client_id=<id>]
     X-IDENTITY-HEADER: {IDENTITY_HEADER}
