@@ -236,6 +236,20 @@ only: operations waiting for their next poll are invisible), so it is the oldest
 """
 
 
+def _version() -> str:
+    """The installed distribution's version, else the one pyproject.toml gives (run from a checkout)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("scvmm-checkpoint-delete")
+    except PackageNotFoundError:
+        import tomllib
+        from pathlib import Path
+
+        pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+        return tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["version"]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -245,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 success, 1 a request failed or the queue service could not be reached, 2 bad usage\n"
         "run `python -m checkpointctl <command> --help` for a command's options and examples; see docs/cli.md",
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="<command>")
 
     enqueue = commands.add_parser(

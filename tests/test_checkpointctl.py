@@ -517,3 +517,9 @@ def test_status_of_queues_not_created_yet(capsys, queues):
     roles = ("requests", "tracking", "events", "poison", "outbox", "deadletter")
     assert [report[role]["exists"] for role in roles] == [False] * 6
     assert report["tracking"]["oldestVisible"] is None
+
+
+def test_version(capsys):
+    code, out, _ = run(capsys, "--version")
+    assert code == 0
+    assert out.strip() == "checkpointctl 0.1.0"
