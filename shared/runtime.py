@@ -15,6 +15,7 @@ from .arm_client import ArmClient
 from .budgets import ARM_TIMEOUT, DEFAULT_BUDGETS, EVENTGRID_TIMEOUT, IDENTITY_TIMEOUT, Budgets, Deadline
 from .eventgrid import PUBLISH_RETRY, EventGridForwarder
 from .events import EventWriter
+from .logs import get_logger
 from .pacing import ArmPacer
 from .poll import Poller
 from .queues import open_queue
@@ -22,6 +23,8 @@ from .retry import POLL_RETRY, SUBMIT_RETRY, RetryPolicy
 from .settings import Settings
 from .submit import PoisonHandler, Submitter
 from .tracking import TrackingStore
+
+logger = get_logger(__name__)
 
 HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
 POLL_CONCURRENCY = 16
@@ -49,10 +52,34 @@ class Services:
     budgets: Budgets = DEFAULT_BUDGETS
 
     def poll(self, thread_init: Callable[[], None] | None = None) -> None:
-        """One poll run: due operations, then events waiting for Event Grid, each within its budget."""
-        self.poller.run(thread_init=thread_init)
-        if self.forwarder is not None:
-            self.forwarder.forward(Deadline(self.budgets.outbox_run))
+        """One poll run: due operations and, beside them, events waiting for Event Grid (a busy
+        run must not hold them back); then what the run itself wrote, within the outbox's budget."""
+        if self.forwarder is None:
+            self.poller.run(thread_init=thread_init)
+            return
+        polled = threading.Event()
+        beside = threading.Thread(target=self._forward_while, args=(polled, thread_init), name="outbox", daemon=True)
+        beside.start()
+        try:
+            self.poller.run(thread_init=thread_init)
+        finally:
+            polled.set()
+            beside.join(self.budgets.outbox_run)
+        self._forward(Deadline(self.budgets.outbox_run))
+
+    def _forward_while(self, polled: threading.Event, thread_init: Callable[[], None] | None) -> None:
+        if thread_init is not None:
+            thread_init()
+        deadline = Deadline(self.budgets.poll_run)
+        while not polled.is_set() and deadline.remaining() > 0:
+            self._forward(deadline)
+            polled.wait(1.0)  # events failing to go wait out their backoff invisible: a look a second is cheap
+
+    def _forward(self, deadline: Deadline) -> None:
+        try:
+            self.forwarder.forward(deadline)
+        except Exception:  # storage failing: the outbox keeps its events for a later run
+            logger.exception("Event Grid outbox: forwarding failed; the events wait for a later run")
 
     def close(self) -> None:
         self.poller.close()

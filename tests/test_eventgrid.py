@@ -5,7 +5,7 @@ import json
 import time
 
 from conftest import new_resource_uri
-from localdev.arm_emulator import Scenario
+from localdev.arm_emulator import Fault, Scenario
 
 
 def _outbox(app):
@@ -110,3 +110,30 @@ def test_an_outbox_message_that_is_not_a_record_goes_to_the_dead_letter_queue(ma
     [dead] = [json.loads(m.content) for m in _deadletter(app).peek_messages(max_messages=32)]
     assert dead["reason"] == "not an outbox record"
     assert _outbox(app).get_queue_properties().approximate_message_count == 0
+
+
+def test_events_reach_the_topic_while_a_poll_run_is_busy(make_app, arm, topic):
+    # Before, the outbox was only forwarded after the poll run, which may take minutes when busy.
+    import threading
+
+    topic.clear()
+    app = make_app(EVENTGRID_TOPIC_ENDPOINT=topic.endpoint, arm_timeout=(2.0, 10.0))
+    arm.default = Scenario(retry_after=0, poll_faults=[Fault.slow(4.0)])  # each status read takes 4 s
+    app.send({"resourceUri": new_resource_uri(), "requestId": "eg-slow-op"})
+    deadline = time.monotonic() + 10
+    while not app.events_of("eg-slow-op") and time.monotonic() < deadline:
+        app.deliver()
+        time.sleep(0.2)
+    assert [e["type"] for e in app.events_of("eg-slow-op")] == ["ScVmm.CheckpointDelete.Accepted"]
+    run = threading.Thread(target=app.services.poll)
+    run.start()
+    seen_while_busy = False
+    deadline = time.monotonic() + 3.5
+    while time.monotonic() < deadline:
+        if topic.events:
+            seen_while_busy = run.is_alive()  # still reading the slow status URL
+            break
+        time.sleep(0.1)
+    run.join()
+    assert seen_while_busy
+    assert [e["id"] for e in topic.events][:1] == ["eg-slow-op:accepted"]
