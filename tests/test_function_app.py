@@ -73,3 +73,24 @@ def test_sample_settings_name_every_binding_setting():
     values = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
     for name in ("AzureWebJobsStorage", "CHECKPOINT_REQUESTS_QUEUE", "POLL_SCHEDULE", "FUNCTIONS_WORKER_RUNTIME"):
         assert values.get(name), name
+
+
+def test_the_readmes_time_limits_are_the_apps():
+    from shared.budgets import ARM_TIMEOUT, EVENTGRID_TIMEOUT, IDENTITY_TIMEOUT, STORAGE_TIMEOUT
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme.split("## Time limits", 1)[1].split("\n## ", 1)[0]
+    rows = {line.split("|")[1].strip(): line.split("|")[2] for line in table.splitlines() if line.startswith("| ")}
+
+    def says(row: str, *figures: float) -> None:
+        for figure in figures:
+            assert f"{figure:g} s" in rows[row], (row, figure)
+
+    says("ARM (POST, status GET, instance GET)", *ARM_TIMEOUT)
+    says("managed-identity token", *IDENTITY_TIMEOUT, DEFAULT_BUDGETS.token_wait)
+    says("storage queues", *STORAGE_TIMEOUT)
+    says("Event Grid publish", *EVENTGRID_TIMEOUT)
+    says("pacing wait", DEFAULT_BUDGETS.pacing_wait)
+    says("one submit delivery", DEFAULT_BUDGETS.submit, DEFAULT_BUDGETS.storage_reserve)
+    says("one poll run", DEFAULT_BUDGETS.poll_run, DEFAULT_BUDGETS.outbox_run)
+    says("one operation in a poll run", DEFAULT_BUDGETS.poll_lease, DEFAULT_BUDGETS.storage_reserve)
