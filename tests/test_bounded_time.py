@@ -109,4 +109,5 @@ def test_events_never_wait_on_a_hung_event_grid_topic(make_app, arm, blackhole, 
     deadline = time.monotonic() + 5
     while not (waiting := outbox.peek_messages(max_messages=32)) and time.monotonic() < deadline:
         time.sleep(0.2)  # it waits out its backoff
-    assert [json.loads(m.content)["attempts"] for m in waiting] == [1]  # kept for a later run, one try counted
+    [kept] = [json.loads(m.content) for m in waiting]  # kept for a later run, its failed tries counted
+    assert kept["event"]["id"] == "r-topic-hangs:succeeded" and kept["attempts"] >= 1
