@@ -250,6 +250,14 @@ def app(make_app) -> AppHarness:
 
 
 @pytest.fixture
+def no_proxies(monkeypatch):
+    """Requests go straight to the loopback stand-ins, whatever proxies the environment names."""
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+@pytest.fixture
 def blackhole():
     """An address on the loopback that takes connections and never answers: a service that hangs."""
     listener = socket.create_server(("127.0.0.1", 0), backlog=128)

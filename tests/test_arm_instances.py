@@ -22,10 +22,7 @@ T = 10  # client timeout, seconds
 
 
 @pytest.fixture(autouse=True)
-def _fresh(monkeypatch, arm):
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+def _fresh(no_proxies, arm):
     arm.reset()
     yield
     arm.reset()  # the emulator is shared by the session: leave no chaos behind

@@ -22,10 +22,7 @@ T = 10  # client timeout, seconds
 
 
 @pytest.fixture(autouse=True)
-def _fresh(request, monkeypatch):
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+def _fresh(request, monkeypatch, no_proxies):
     if "arm" in request.fixturenames:
         emu = request.getfixturevalue("arm")
         emu.reset()
