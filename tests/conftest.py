@@ -187,7 +187,8 @@ def make_app(monkeypatch, azurite, identity, arm):
     """Builds the app with unique queues, its settings in the environment and fast retries.
 
     Keyword arguments override settings (by their names) and, for `host`, host.json values;
-    `pacer`, `budgets` and `arm_timeout` go to the app's services.
+    `pacer`, `budgets`, `arm_timeout` and `publish_tries` (Event Grid, a second apart) go to the
+    app's services.
     """
     import function_app
     from localdev.host import LocalHost
@@ -198,7 +199,12 @@ def make_app(monkeypatch, azurite, identity, arm):
     hosts = []
 
     def build(
-        host: dict | None = None, pacer=None, budgets=None, arm_timeout=(2.0, 1.5), **settings_overrides
+        host: dict | None = None,
+        pacer=None,
+        budgets=None,
+        arm_timeout=(2.0, 1.5),
+        publish_tries: int = 3,
+        **settings_overrides,
     ) -> AppHarness:
         prefix = "t" + uuid.uuid4().hex[:12]
         env = {
@@ -223,7 +229,7 @@ def make_app(monkeypatch, azurite, identity, arm):
             max_deliveries=int(queue_host_settings()["maxDequeueCount"]),
             submit_retry=RetryPolicy(attempts=3, base_delay=0.05, max_delay=2.0),
             poll_retry=RetryPolicy(attempts=4, base_delay=0.05, max_delay=2.0),
-            publish_retry=RetryPolicy(attempts=3, base_delay=1.0, max_delay=1.0),
+            publish_retry=RetryPolicy(attempts=publish_tries, base_delay=1.0, max_delay=1.0),
             arm_timeout=arm_timeout,
             arm_pacer=pacer,
             **({"budgets": budgets} if budgets else {}),
