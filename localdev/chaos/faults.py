@@ -21,11 +21,8 @@ from dataclasses import dataclass, field
 from localdev.azurite import Azurite
 from localdev.chaos.app_process import AppProcess
 from localdev.chaos.observe import Gate
-from localdev.eventgrid_endpoint import EventGridEndpoint
-from localdev.identity_endpoint import IdentityEndpoint
-
-GARBAGE_KINDS = ("html502", "bad_expires_on", "not_json")
-DOWN_MODES = ("hang", "refuse", "503")
+from localdev.eventgrid_endpoint import DOWN_MODES, EventGridEndpoint
+from localdev.identity_endpoint import GARBAGE_KINDS, IdentityEndpoint
 
 
 @dataclass(frozen=True)
