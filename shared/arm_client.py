@@ -14,7 +14,6 @@ from urllib.parse import urlsplit
 
 import requests
 import urllib3
-from requests.adapters import HTTPAdapter
 
 from .arm_answers import (  # noqa: F401 (states and helpers are also used through this module)
     ACCEPTED,
@@ -34,6 +33,7 @@ from .arm_answers import (  # noqa: F401 (states and helpers are also used throu
     transient,
 )
 from .budgets import ARM_TIMEOUT, DEFAULT_BUDGETS, Budgets, Deadline
+from .connections import endpoint_session
 from .logs import get_logger
 from .pacing import ArmPacer
 from .request import DeletionRequest
@@ -76,9 +76,7 @@ class ArmClient:
         self._timeout = timeout
         self._budgets = budgets
         self._pacer = pacer if pacer is not None else ArmPacer()
-        self._session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
-        self._session.mount("https://", adapter)
+        self._session = endpoint_session(self._endpoint, pool_size)  # environment read once, not per call
 
     def close(self) -> None:
         self._session.close()

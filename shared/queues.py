@@ -2,31 +2,29 @@
 
 from __future__ import annotations
 
-import requests
 from azure.core.exceptions import ResourceExistsError
 from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.queue import ExponentialRetry, QueueClient
 
 from .budgets import STORAGE_RETRIES, STORAGE_TIMEOUT
+from .connections import ca_bundle, endpoint_session
 from .logs import get_logger
 from .settings import StorageConnection
 
 logger = get_logger(__name__)
 
 
-def bounded_options(pool_size: int = 32) -> dict:
+def bounded_options(endpoint: str, pool_size: int = 32) -> dict:
     """SDK options that bound every storage call (see `budgets`): the SDK's defaults would retry
     a hung call for minutes (three retries, 15 s apart and more, each with a 60 s read timeout).
-    The pool holds a connection for each thread that uses the client at once."""
-    session = requests.Session()
-    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
+    The pool holds a connection for each thread that uses the client at once; the environment's
+    proxy and CA settings for `endpoint` are read once (`connections`), not on every call."""
     transport = RequestsTransport(
-        session=session,
+        session=endpoint_session(endpoint, pool_size),
         session_owner=True,
         connection_timeout=STORAGE_TIMEOUT[0],
         read_timeout=STORAGE_TIMEOUT[1],
+        connection_verify=ca_bundle(),
     )
     return {
         "connection_timeout": STORAGE_TIMEOUT[0],
@@ -47,7 +45,8 @@ def queue_client(storage: StorageConnection, name: str, credential=None, **optio
 
 def open_queue(storage: StorageConnection, name: str, credential=None, pool_size: int = 32) -> QueueClient:
     """A client for queue `name` whose calls are bounded in time, the queue created if missing."""
-    client = queue_client(storage, name, credential, **bounded_options(pool_size))
+    endpoint = queue_client(storage, name, credential).url
+    client = queue_client(storage, name, credential, **bounded_options(endpoint, pool_size))
     try:
         client.create_queue()
         logger.info("created queue %s", name)
