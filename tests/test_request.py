@@ -409,3 +409,20 @@ def test_an_unexpected_exception_is_an_invalid_request_that_names_what_was_read(
         decode_request(event_grid(ONE_REQUEST), "m")
     assert (caught.value.target, caught.value.fields) == ("message", {"requestId": "e"})
     assert "KeyError" in caught.value.message and "KeyError" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"policy": {"keepLatest": 3}}, {"policy": {"namePattern": "pre-*"}, "dryRun": True}, {"dryRun": True}],
+    ids=["keepLatest", "dry-run-pattern", "dry-run-alone"],
+)
+def test_a_policy_request_is_refused_not_read_as_a_deletion_of_the_body_empty(extra):
+    # read as a deletion, it would name no checkpoint and send ARM the body {}
+    with pytest.raises(InvalidRequest) as caught:
+        decode_request(json.dumps({"resourceUri": URI, "requestId": "p1", **extra}), "m")
+    assert caught.value.target == "policy" and "nothing was deleted" in caught.value.message
+    assert caught.value.fields == {"requestId": "p1", "resourceUri": URI}
+
+
+def test_dry_run_false_without_a_policy_is_an_ordinary_deletion():
+    assert decode_request(json.dumps({"resourceUri": URI, "dryRun": False}), "m").checkpoint_id is None

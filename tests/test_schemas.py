@@ -17,7 +17,9 @@ What is proved here:
   fields, with the app's error codes and with ARM's errors) validates against schemas/event.schema.json
   and its per-type schema (#accepted, #succeeded, #failed); hand-broken events do not.
 - Examples: every request and event in examples/ (JSON samples, the Logic Apps workflows, the Python
-  snippet, the shell script's dry run) validates and, for requests, decodes with decode_request.
+  snippet, the shell script's dry run) validates and, for requests, decodes with decode_request; the
+  retention policy samples (examples/policy-*.json) against schemas/policy-request.schema.json and
+  schemas/policy-event.schema.json, the requests also through shared.policy.parse_policy.
 
 Hypothesis runs derandomized (fixed examples, no example database) so CI sees the same cases each run.
 """
@@ -47,6 +49,7 @@ from jsonschema import Draft4Validator, Draft202012Validator
 from conftest import ROOT, SCHEMA_DOCS, schema_validator
 from shared.arm_client import app_error, arm_error
 from shared.events import outcome_event
+from shared.policy import parse_policy
 from shared.request import InvalidRequest, decode_request, resource_uri_problem, valid_traceparent
 from shared.submit import retries_exhausted
 from shared.tracking import Operation
@@ -307,7 +310,7 @@ def request_objects(draw) -> dict:
 
 
 def test_schemas_are_valid_2020_12_with_ids_and_descriptions():
-    for schema in (REQUEST_SCHEMA, EVENT_SCHEMA):
+    for schema in SCHEMA_DOCS.values():
         Draft202012Validator.check_schema(schema)
         assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
         assert schema["$id"].startswith("https://") and schema["$id"].endswith(".schema.json")
@@ -736,6 +739,29 @@ def test_example_events():
         event = load(name)
         assert_valid_event(event)
         assert name.startswith("event-" + event["data"]["status"].lower())
+
+
+def test_example_policy_messages():
+    """The retention policy samples (issue 11; tests/test_policy.py tests the rest of shared/policy.py)."""
+    names = sorted(p.name for p in EXAMPLES.glob("policy-*.json"))
+    assert {"policy-request.json", "policy-event-completed.json", "policy-event-failed.json"} <= set(names)
+    requests = ref(SCHEMA_DOCS["policy-request.schema.json"]["$id"])
+    events = ref(SCHEMA_DOCS["policy-event.schema.json"]["$id"])
+    for name in names:
+        text = (EXAMPLES / name).read_text(encoding="utf-8")
+        document = json.loads(text)
+        if name.startswith("policy-request"):
+            assert requests.is_valid(document), list(requests.iter_errors(document))
+            shared = {k: v for k, v in document.items() if k not in ("policy", "dryRun")}
+            assert decode_request(json.dumps(shared), "m").resource_uri == document["resourceUri"]
+            assert parse_policy(document) is not None
+            with pytest.raises(InvalidRequest):  # until the submit step runs policies
+                decode_request(text, "m")
+        else:
+            assert events.is_valid(document), list(events.iter_errors(document))
+            outcome = document["type"].rsplit(".", 1)[1].lower()
+            assert name.startswith(f"policy-event-{outcome}")
+            assert document["id"] == f"{document['data']['requestId']}:{outcome}"
 
 
 class LogicApp:
