@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from localdev.arm_common import Reply, norm_resource
 from localdev.arm_records import Operation
-from localdev.arm_scenario import Fault, Scenario
+from localdev.arm_scenario import Fault, Scenario, after_fault, fault_reply, fault_stops
 
 __all__ = ["INSTANCE_TYPE", "Deletion", "VmInstances"]
 
@@ -220,6 +220,14 @@ class VmInstances:
                 return None
             self._fault_progress[key] = (scenario, idx + 1)
             return scenario.instance_faults[idx]
+
+    def answer_get(self, resource_uri: str, scenario: Scenario, now: float) -> Reply:
+        """The answer to a checked, admitted instance GET: its next scripted fault, or :meth:`get_reply`
+        (slowed or lost by a fault that lets it be processed)."""
+        fault = self.next_fault(resource_uri, scenario)
+        if fault_stops(fault):
+            return fault_reply(fault, scenario, resource_uri)
+        return after_fault(self.get_reply(resource_uri, now), fault)
 
     def get_reply(self, resource_uri: str, now: float) -> Reply:
         """The answer to the instance GET, after settling the VM's due operations."""

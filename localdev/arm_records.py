@@ -1,14 +1,15 @@
-"""What the ARM emulator records: the requests it received, the operations it started and the
-status GETs each one got."""
+"""What the ARM emulator records: the requests it received (and the rules they broke, and the
+connections they came on), the operations it started and the status GETs each one got."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 from localdev.arm_scenario import Scenario
 
-__all__ = ["Operation", "RecordedRequest", "StatusCall"]
+__all__ = ["Operation", "RecordedRequest", "RequestLog", "StatusCall"]
 
 
 @dataclass
@@ -88,3 +89,50 @@ class Operation:
         if self.scenario.done_after_polls:
             return None
         return self.created + self.scenario.done_after_seconds
+
+
+class RequestLog:
+    """The requests of the emulator's two listeners, the violations, and the connection counts;
+    ``connection_id`` numbers the connections of both listeners in one sequence."""
+
+    def __init__(self, lock: threading.RLock) -> None:
+        self._lock = lock
+        self.received: list[RecordedRequest] = []  # main listener
+        self.violations: list[str] = []
+        self.other_host_received: list[RecordedRequest] = []
+        self.connections_opened = 0
+        self.other_connections = 0
+        self._conn_seq = 0
+
+    def connected(self, other_host: bool = False) -> int:
+        """Count a new connection; its connection id."""
+        with self._lock:
+            if other_host:
+                self.other_connections += 1
+            else:
+                self.connections_opened += 1
+            self._conn_seq += 1
+            return self._conn_seq
+
+    def add(self, rec: RecordedRequest) -> None:
+        with self._lock:
+            (self.other_host_received if rec.kind == "other-host" else self.received).append(rec)
+
+    def violated(self, message: str) -> None:
+        with self._lock:
+            self.violations.append(message)
+
+    def requests(self, kind: str | None = None, method: str | None = None) -> list[RecordedRequest]:
+        with self._lock:
+            return [
+                r for r in self.received if (kind is None or r.kind == kind) and (method is None or r.method == method)
+            ]
+
+    def clear(self) -> None:
+        """Forget requests, violations and connection counts (the id sequence goes on)."""
+        with self._lock:
+            self.received.clear()
+            self.violations.clear()
+            self.other_host_received.clear()
+            self.connections_opened = 0
+            self.other_connections = 0

@@ -1,12 +1,17 @@
 """Scripting the ARM emulator: :class:`Fault` (one answer that is not the normal one) and
-:class:`Scenario` (what a deletion request, its operation and the VM instance GETs get)."""
+:class:`Scenario` (what a deletion request, its operation and the VM instance GETs get), and the
+answers a fault makes (:func:`fault_reply`, :func:`after_fault`)."""
 
 from __future__ import annotations
 
+import email.utils
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Fault", "Scenario"]
+from localdev.arm_common import Reply, full_error
+
+__all__ = ["Fault", "Scenario", "add_retry_after", "after_fault", "fault_reply", "fault_stops"]
 
 _SUBMIT_ANSWERS = ("accepted", "accepted_async", "done_200", "done_204")
 _FINAL_ANSWERS = ("200", "204", "Succeeded", "Failed", "Canceled")
@@ -159,3 +164,43 @@ class Scenario:
     def succeeds(self) -> bool:
         """Whether an operation of this scenario ends Succeeded (and so removes its checkpoint)."""
         return self.final in ("200", "204", "Succeeded")
+
+
+def add_retry_after(reply: Reply, value: int | str | None, scenario: Scenario) -> None:
+    if value is None:
+        return
+    if isinstance(value, str):
+        reply.headers.append(("Retry-After", value))
+    elif scenario.retry_after_http_date:
+        reply.headers.append(("Retry-After", email.utils.formatdate(time.time() + int(value), usegmt=True)))
+    else:
+        reply.headers.append(("Retry-After", str(int(value))))
+
+
+def after_fault(reply: Reply, fault: Fault | None) -> Reply:
+    """The normal answer under a fault that lets the request be processed (slow, lost)."""
+    if fault is not None:
+        reply.delay += fault.delay
+        reply.drop = reply.drop or fault.drop_after_processing
+    return reply
+
+
+def fault_reply(fault: Fault, scenario: Scenario, target: str) -> Reply:
+    """The answer of a fault that stops the request (a status, or a dropped connection)."""
+    if fault.drop:
+        return Reply(drop=True, delay=fault.delay)
+    status = int(fault.status or 500)
+    if fault.error is not None:
+        reply = Reply.json(status, full_error(fault.error, target), delay=fault.delay)
+    else:
+        reply = Reply(status=status, delay=fault.delay)
+    if fault.location:
+        reply.headers.append(("Location", fault.location))
+    add_retry_after(reply, fault.retry_after, scenario)
+    reply.headers.extend((str(k), str(v)) for k, v in fault.headers.items())
+    return reply
+
+
+def fault_stops(fault: Fault | None) -> bool:
+    """Whether ``fault`` answers in place of the request (else it only slows or loses the answer)."""
+    return fault is not None and (fault.drop or fault.status is not None)

@@ -1,54 +1,57 @@
-"""What the ARM emulator takes from Microsoft's OpenAPI document of Microsoft.ScVmm (the spec
-folder: ``scvmm-2024-06-01.json`` beside ``common-types-types.json``): the paths of the
-deleteCheckpoint action and of the VM instance GET, the api-version, and schema validators.
-Without the spec folder, built-in equivalents are used."""
+"""The rules the ARM emulator checks requests by, from the project's own record of the operation
+(``arm_operation.json`` beside this module): the paths of the deleteCheckpoint action and of the VM
+instance GET, the api-version, whether the body is required, and schema validators of the record's
+definitions (``VirtualMachineDeleteCheckpoint``, ``ErrorResponse``, ``VirtualMachineInstance`` ...).
+
+The record is ours, written from Microsoft's OpenAPI document of Microsoft.ScVmm; tests/test_spec_drift.py
+compares the two whenever that document is at hand."""
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit
 
 import jsonschema
 
-__all__ = [
-    "DEFAULT_API_VERSION",
-    "DEFAULT_INSTANCE_PATH_TEMPLATE",
-    "DEFAULT_PATH_TEMPLATE",
-    "SpecRules",
-    "load_spec_rules",
-]
+__all__ = ["RECORD_FILE", "SpecRules", "load_record", "load_spec_rules"]
 
-DEFAULT_API_VERSION = "2024-06-01"
-DEFAULT_PATH_TEMPLATE = "/{resourceUri}/providers/Microsoft.ScVmm/virtualMachineInstances/default/deleteCheckpoint"
-DEFAULT_INSTANCE_PATH_TEMPLATE = "/{resourceUri}/providers/Microsoft.ScVmm/virtualMachineInstances/default"
-DEFAULT_BODY_SCHEMA: dict = {
-    "type": "object",
-    "properties": {"id": {"type": "string"}},
-}
-SPEC_FILE = "scvmm-2024-06-01.json"
-COMMON_TYPES_FILE = "common-types-types.json"
-OPERATION_ID = "VirtualMachineInstances_DeleteCheckpoint"
-INSTANCE_OPERATION_ID = "VirtualMachineInstances_Get"
-BODY_DEFINITION = "VirtualMachineDeleteCheckpoint"
+RECORD_FILE = Path(__file__).with_name("arm_operation.json")
+
+
+def load_record() -> dict:
+    """The operation record (a fresh copy: callers may change it)."""
+    return json.loads(RECORD_FILE.read_text(encoding="utf-8"))
 
 
 @dataclass
 class SpecRules:
-    """Path templates, api-version and body validator of the deleteCheckpoint operation (and the
-    path of the VM instance GET)."""
+    """Path templates, api-version and schemas of the deleteCheckpoint operation and the VM
+    instance GET."""
 
     path_template: str
     api_version: str
-    body_validator: Any  # a jsonschema validator
-    body_required: bool = True
-    from_spec: bool = False
-    validator_for: Callable[[str], Any] | None = field(default=None, repr=False)
-    instance_path_template: str = DEFAULT_INSTANCE_PATH_TEMPLATE
+    body_required: bool
+    instance_path_template: str
+    definitions: dict = field(repr=False)
+    body_definition: str = "VirtualMachineDeleteCheckpoint"
+    _validators: dict = field(default_factory=dict, init=False, repr=False)
+
+    @property
+    def body_validator(self) -> Any:
+        """Validator of the deleteCheckpoint request body."""
+        return self.validator_for(self.body_definition)
+
+    def validator_for(self, name: str) -> Any:
+        """Validator for a definition of the record (``"ErrorResponse"``, ``"VirtualMachineInstance"``)."""
+        if name not in self._validators:
+            if name not in self.definitions:
+                raise KeyError(f"{name!r} is not a definition of {RECORD_FILE.name}")
+            schema = {"$ref": f"#/definitions/{name}", "definitions": self.definitions}
+            self._validators[name] = jsonschema.Draft4Validator(schema)
+        return self._validators[name]
 
     def path_regex(self, template: str | None = None) -> re.Pattern:
         """Regex of ``template`` (default: the deleteCheckpoint path) with a ``resourceUri`` group."""
@@ -64,68 +67,15 @@ class SpecRules:
         return re.compile("^" + "".join(out) + "$", re.IGNORECASE)
 
 
-def _builtin_rules() -> SpecRules:
-    validator = jsonschema.Draft4Validator(DEFAULT_BODY_SCHEMA)
-    return SpecRules(DEFAULT_PATH_TEMPLATE, DEFAULT_API_VERSION, validator, True, False)
-
-
-def _find_operation(spec: dict, method: str, operation_id: str) -> tuple[str, dict] | None:
-    for path, item in spec.get("paths", {}).items():
-        op = item.get(method) if isinstance(item, dict) else None
-        if op and op.get("operationId") == operation_id:
-            return path, op
-    return None
-
-
-def load_spec_rules(spec_dir: str | Path | None) -> SpecRules:
-    """Rules from the spec folder, or the built-in ones if it is absent."""
-    if spec_dir is None:
-        return _builtin_rules()
-    spec_dir = Path(spec_dir)
-    spec_path = spec_dir / SPEC_FILE
-    if not spec_path.is_file():
-        return _builtin_rules()
-
-    from referencing import Registry, Resource
-    from referencing.jsonschema import DRAFT4
-
-    spec = json.loads(spec_path.read_text(encoding="utf-8"))
-    spec_uri = "https://spec.local/specification/scvmm/resource-manager/Microsoft.ScVmm/stable/2024-06-01/" + SPEC_FILE
-
-    def retrieve(uri: str) -> Resource:
-        path = urlsplit(uri).path
-        if path.endswith("common-types/resource-management/v5/types.json"):
-            target = spec_dir / COMMON_TYPES_FILE
-        else:
-            target = spec_dir / Path(path).name
-        return Resource(json.loads(target.read_text(encoding="utf-8")), specification=DRAFT4)
-
-    registry = Registry(retrieve=retrieve).with_resource(spec_uri, Resource(spec, specification=DRAFT4))
-
-    found = _find_operation(spec, "post", OPERATION_ID)
-    if found is None:
-        raise ValueError(f"{spec_path}: operation {OPERATION_ID} not found")
-    template, post = found
-    body_ref = None
-    body_required = True
-    for param in post.get("parameters", []):
-        if param.get("in") == "body":
-            body_ref = (param.get("schema") or {}).get("$ref")
-            body_required = bool(param.get("required", False))
-    instance = _find_operation(spec, "get", INSTANCE_OPERATION_ID)
-    instance_template = instance[0] if instance else DEFAULT_INSTANCE_PATH_TEMPLATE
-    api_version = spec.get("info", {}).get("version") or DEFAULT_API_VERSION
-    body_ref = body_ref or f"#/definitions/{BODY_DEFINITION}"
-
-    def validator_for(ref: str) -> Any:
-        """Validator for a definition name (``"ErrorResponse"``) or a $ref as written in the spec."""
-        if "#" not in ref and "/" not in ref:
-            spec_defs = spec.get("definitions", {})
-            if ref in spec_defs:
-                ref = f"#/definitions/{ref}"
-            else:
-                ref = f"../../../../../common-types/resource-management/v5/types.json#/definitions/{ref}"
-        return jsonschema.Draft4Validator({"$ref": urljoin(spec_uri, ref)}, registry=registry)
-
-    body_validator = validator_for(body_ref)
-    return SpecRules(template, api_version, body_validator, body_required, True, validator_for, instance_template)
+def load_spec_rules() -> SpecRules:
+    """The rules of the operation record."""
+    record = load_record()
+    submit, instance = record["deleteCheckpoint"], record["instanceGet"]
+    return SpecRules(
+        path_template=submit["path"],
+        api_version=record["apiVersion"],
+        body_required=bool(submit["body"]["required"]),
+        instance_path_template=instance["path"],
+        definitions=record["definitions"],
+        body_definition=submit["body"]["definition"],
+    )

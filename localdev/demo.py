@@ -28,11 +28,10 @@ import trustme
 
 from localdev.arm_emulator import ArmEmulator, Fault, Scenario
 from localdev.azurite import Azurite
-from localdev.host import LocalHost
+from localdev.functions_host import LocalHost
 from localdev.identity_endpoint import IdentityEndpoint
 
 ROOT = Path(__file__).resolve().parent.parent
-SPEC_DIR = ROOT.parent / "shared" / "spec"
 LOG_FILE = ROOT / ".localrun" / "demo.log"
 TERMINAL = {"Succeeded", "Failed"}
 
@@ -152,7 +151,6 @@ def run(count: int, timeout: float, one_subscription: bool = False) -> int:
             ArmEmulator(
                 trustme.CA(),
                 identity,
-                spec_dir=SPEC_DIR if SPEC_DIR.is_dir() else None,
                 throttle=one_subscription,  # ARM's buckets per subscription and principal
             )
         )

@@ -19,26 +19,22 @@ Grid refuses a whole batch for one bad event). `clear()` ends windows and reject
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
 import ssl
 import tempfile
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-from localdev.servers import LoopbackServer
+from localdev.servers import LoopbackHandler, LoopbackServer, LoopbackService
 
 AUDIENCE = "https://eventgrid.azure.net"
 REQUIRED = ("specversion", "id", "source", "type")
 DOWN_MODES = ("hang", "refuse", "503")
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(LoopbackHandler):
     server: _Server
 
     def do_POST(self) -> None:  # noqa: N802 (http.server naming)
@@ -46,13 +42,13 @@ class _Handler(BaseHTTPRequestHandler):
         mode = topic._down_mode()
         if mode == "refuse":
             topic._count("refuse")
-            self._hang_up()
+            self.hang_up()
             return
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if mode == "hang":
             topic._count("hang")
             topic._wait_window()
-            self._hang_up()
+            self.hang_up()
             return
         status, problem = topic._check(self.path, dict(self.headers), body, mode == "503")
         code = "ServiceUnavailable" if status == 503 else "BadRequest"
@@ -63,11 +59,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", "application/json")
         self.end_headers()
         self.wfile.write(payload)
-
-    def _hang_up(self) -> None:
-        self.close_connection = True
-        with contextlib.suppress(OSError):
-            self.request.shutdown(socket.SHUT_RDWR)
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002
         pass  # requests carry tokens; nothing is logged
@@ -84,11 +75,11 @@ class _Server(LoopbackServer):
         return True
 
 
-class EventGridEndpoint:
+class EventGridEndpoint(LoopbackService):
     def __init__(self, ca, identity, host: str = "127.0.0.1"):
+        super().__init__(host)
         self._ca = ca
         self._identity = identity
-        self._host = host
         self._lock = threading.Lock()
         self._window = threading.Condition(self._lock)
         self.events: list[dict] = []  # accepted CloudEvents
@@ -100,35 +91,25 @@ class EventGridEndpoint:
         self._down = "hang"
         self._reject: set[str] = set()
         self._faults: Counter = Counter()
-        self._server: _Server | None = None
         self._tmp = tempfile.TemporaryDirectory(prefix="eventgrid-")
 
-    def start(self) -> EventGridEndpoint:
+    # -- lifecycle (start, stop: LoopbackService) -----------------------------------------------
+    def _listen(self) -> list[LoopbackServer]:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self._ca.issue_cert(self._host, "localhost").configure_cert(context)
-        self._server = _Server(self._host, _Handler, "eventgrid-endpoint", ssl_context=context)
-        self._server.topic = self
-        threading.Thread(target=self._server.serve_forever, name="eventgrid-endpoint", daemon=True).start()
-        return self
+        server = _Server(self._host, _Handler, "eventgrid-endpoint", ssl_context=context)
+        server.topic = self
+        return [server]
 
-    def stop(self) -> None:
-        if self._server is not None:
-            self._end_windows()
-            self._server.shutdown()
-            self._server.close_live_connections()
-            self._server.server_close()
-            self._server = None
+    def _ending(self) -> None:
+        self._end_windows()
+
+    def _ended(self) -> None:
         self._tmp.cleanup()
-
-    def __enter__(self) -> EventGridEndpoint:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     @property
     def endpoint(self) -> str:
-        return f"https://{self._host}:{self._server.port}/api/events"
+        return f"https://{self._host}:{self._listener().port}/api/events"
 
     @property
     def ca_bundle_path(self) -> str:
@@ -188,11 +169,7 @@ class EventGridEndpoint:
 
     def _wait_window(self) -> None:
         with self._window:
-            while self._server is not None:
-                left = self._down_until - time.monotonic()
-                if left <= 0:
-                    return
-                self._window.wait(left)
+            self._hold(self._window, lambda: self._down_until)
 
     def _check(self, path: str, headers: dict, body: bytes, down: bool = False) -> tuple[int, str]:
         with self._lock:

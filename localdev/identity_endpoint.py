@@ -33,20 +33,17 @@ Usage::
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import json
 import logging
 import secrets
-import socket
 import threading
 import time
 import uuid
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
-from localdev.servers import LoopbackServer
+from localdev.servers import LoopbackHandler, LoopbackServer, LoopbackService
 
 __all__ = ["GARBAGE_KINDS", "IdentityEndpoint", "IssuedToken", "normalize_resource"]
 
@@ -79,8 +76,7 @@ class IssuedToken:
     expires_on: int  # epoch seconds
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(LoopbackHandler):
     server_version = "LocalIdentityEndpoint/1.0"
     sys_version = ""
     disable_nagle_algorithm = True
@@ -113,12 +109,6 @@ class _Handler(BaseHTTPRequestHandler):
         self._headers_buffer.append(body)  # type: ignore[attr-defined]
         self.flush_headers()
 
-    def hang_up(self) -> None:
-        """Close the connection without an answer."""
-        self.close_connection = True
-        with contextlib.suppress(OSError):
-            self.request.shutdown(socket.SHUT_RDWR)
-
     def version_string(self) -> str:
         return self.server_version
 
@@ -133,7 +123,7 @@ class _Server(LoopbackServer):
         super().__init__(host, _Handler, "identity-endpoint")
 
 
-class IdentityEndpoint:
+class IdentityEndpoint(LoopbackService):
     """App Service style managed-identity token endpoint on http://127.0.0.1:<free port>/msi/token.
 
     :param token_lifetime: seconds each token lives (default 7200).
@@ -148,10 +138,10 @@ class IdentityEndpoint:
         system_client_id: str = DEFAULT_SYSTEM_CLIENT_ID,
         host: str = "127.0.0.1",
     ) -> None:
+        super().__init__(host)
         self.token_lifetime = int(token_lifetime)
         self._secret = header_secret or secrets.token_urlsafe(24)
         self.system_client_id = system_client_id
-        self._host = host
         self._lock = threading.Lock()
         self._window_changed = threading.Condition(self._lock)
         self._tokens: dict[str, IssuedToken] = {}
@@ -164,46 +154,20 @@ class IdentityEndpoint:
         self._hang_until = 0.0  # time.monotonic() until which token requests hang
         self._garbage_until = 0.0
         self._garbage_kind = "html502"
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
-    # ---- lifecycle -------------------------------------------------------------------------
-    def start(self) -> IdentityEndpoint:
-        if self._server is not None:
-            return self
-        server = _Server(self._host, self)
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="identity-endpoint", daemon=True
-        )
-        self._thread.start()
-        return self
+    # ---- lifecycle (start, stop: LoopbackService) ----------------------------------------------
+    def _listen(self) -> list[LoopbackServer]:
+        return [_Server(self._host, self)]
 
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
+    def _ending(self) -> None:
         with self._window_changed:  # hung requests end now
             self._hang_until = self._garbage_until = 0.0
             self._window_changed.notify_all()
-        server.shutdown()
-        server.server_close()
-        server.close_live_connections()
-        if self._thread:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> IdentityEndpoint:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     # ---- addresses -------------------------------------------------------------------------
     @property
     def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("IdentityEndpoint is not started")
-        return self._server.server_address[1]
+        return self._listener().port
 
     @property
     def endpoint(self) -> str:
@@ -388,11 +352,7 @@ class IdentityEndpoint:
 
     def _hang(self, h: _Handler) -> None:
         with self._window_changed:
-            while self._server is not None:
-                left = self._hang_until - time.monotonic()
-                if left <= 0:
-                    break
-                self._window_changed.wait(left)
+            self._hold(self._window_changed, lambda: self._hang_until)
         h.hang_up()
 
     @staticmethod

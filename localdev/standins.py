@@ -6,7 +6,7 @@ Values point the app at them, and waits for Ctrl-C:
 
     python -m localdev.standins [--settings .localrun/local.settings.json]
     func start                                   # in another terminal, with that file copied to ./local.settings.json
-    python -m localdev.host --settings .localrun/local.settings.json    # or without Core Tools
+    python -m localdev.functions_host --settings .localrun/local.settings.json    # or without Core Tools
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from localdev.azurite import Azurite
 from localdev.identity_endpoint import IdentityEndpoint
 
 ROOT = Path(__file__).resolve().parent.parent
-SPEC_DIR = ROOT.parent / "shared" / "spec"
 DEFAULT_SETTINGS = ROOT / ".localrun" / "local.settings.json"
 
 
@@ -60,9 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as running:
         azurite = running.enter_context(Azurite())
         identity = running.enter_context(IdentityEndpoint())
-        arm = running.enter_context(
-            ArmEmulator(trustme.CA(), identity, spec_dir=SPEC_DIR if SPEC_DIR.is_dir() else None)
-        )
+        arm = running.enter_context(ArmEmulator(trustme.CA(), identity))
         arm.default = Scenario(retry_after=2, done_after_polls=2)
         args.settings.parent.mkdir(parents=True, exist_ok=True)
         args.settings.write_text(json.dumps(local_settings(azurite, identity, arm), indent=2) + "\n")

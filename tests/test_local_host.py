@@ -1,4 +1,4 @@
-"""localdev.host (a local stand-in for `func start`) against a real Azurite from localdev.azurite.
+"""localdev.functions_host (a local stand-in for `func start`) against a real Azurite from localdev.azurite.
 
 Azurite comes from the repo's npm package: without `npm ci` the fixture fails with that advice.
 Every test uses its own queues (Azurite's receive slows down on deep queues).
@@ -26,7 +26,7 @@ import pytest
 from azure.storage.queue import QueueClient
 
 from localdev.azurite import Azurite, AzuriteError
-from localdev.host import (
+from localdev.functions_host import (
     CronSchedule,
     HostConfigError,
     IntervalSchedule,
@@ -537,7 +537,7 @@ def test_command_line_runs_the_sample_app_until_sigterm(azurite, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SAMPLE_", "AzureWebJobs"))}
     env["SAMPLE_OUT_QUEUE"] = env_out  # the real environment wins over local.settings.json
     proc = subprocess.Popen(
-        [sys.executable, "-m", "localdev.host", "--app-dir", str(SAMPLE_APP), "--settings", str(settings)],
+        [sys.executable, "-m", "localdev.functions_host", "--app-dir", str(SAMPLE_APP), "--settings", str(settings)],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,

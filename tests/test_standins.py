@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import email.utils
-import json
 import threading
 import time
 
@@ -11,13 +10,12 @@ import pytest
 import requests
 from azure.identity import ManagedIdentityCredential
 
-from conftest import SPEC_DIR
 from localdev.arm_emulator import ArmEmulator, Fault, Scenario
+from localdev.arm_spec import load_record
 
 ARM = "https://management.azure.com"
 SCOPE = ARM + "/.default"
 RESOURCE = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg1/providers/Microsoft.HybridCompute/machines/vm1"
-needs_spec = pytest.mark.skipif(not SPEC_DIR.is_dir(), reason=f"shared spec folder not found at {SPEC_DIR}")
 T = 10  # client timeout, seconds
 
 
@@ -108,14 +106,11 @@ def test_identity_endpoint_rejects_bad_requests(identity):
 # ---------------------------------------------------------------------------------------------
 # ARM emulator: submit
 # ---------------------------------------------------------------------------------------------
-@needs_spec
 @pytest.mark.parametrize("example", ["MaximumSet", "MinimumSet"])
 def test_spec_examples_are_accepted(monkeypatch, identity, arm, example):
-    ex = json.loads(
-        (SPEC_DIR / "examples" / f"VirtualMachineInstances_DeleteCheckpoint_{example}_Gen.json").read_text()
-    )
-    params = ex["parameters"]
-    assert arm.rules.from_spec and arm.api_version == params["api-version"]
+    record = load_record()  # the published examples' requests, as our record of the operation holds them
+    params = {"api-version": record["apiVersion"], **record["deleteCheckpoint"]["examples"][example]}
+    assert arm.api_version == params["api-version"]
     token = _credential(monkeypatch, identity).get_token(SCOPE).token
     url = f"{arm.endpoint}/{params['resourceUri']}/providers/Microsoft.ScVmm/virtualMachineInstances/default/deleteCheckpoint"
     r = requests.post(
@@ -228,8 +223,7 @@ def test_submit_error_is_a_full_error_response(arm, session):
     r = session.post(arm.url_for(RESOURCE), json={"id": "x"}, timeout=T)
     err = _error(r)
     assert r.status_code == 409 and err["code"] == "Conflict" and err["message"] == "Checkpoint is in use."
-    if arm.rules.validator_for:
-        arm.rules.validator_for("ErrorResponse").validate(r.json())
+    arm.rules.validator_for("ErrorResponse").validate(r.json())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -409,10 +403,10 @@ def test_many_operations_from_concurrent_clients(identity, arm):
     assert elapsed < 8, f"{n_clients * per_client} operations took {elapsed:.1f}s"
 
 
-def test_builtin_rules_and_throttling(ca, identity, monkeypatch):
-    with ArmEmulator(ca, identity, spec_dir=SPEC_DIR / "does-not-exist", throttle={"writes": (2, 0.5)}) as emu:
+def test_record_rules_and_throttling(ca, identity, monkeypatch):
+    with ArmEmulator(ca, identity, throttle={"writes": (2, 0.5)}) as emu:
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", emu.ca_bundle_path)
-        assert not emu.rules.from_spec and emu.api_version == "2024-06-01"
+        assert emu.api_version == "2024-06-01"
         with requests.Session() as s:
             s.headers["Authorization"] = "Bearer " + identity.mint(ARM)
             url = emu.url_for(RESOURCE)

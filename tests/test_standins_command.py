@@ -42,7 +42,7 @@ def test_standins_and_the_local_host_command_run_a_request(tmp_path):
         assert values["IDENTITY_ENDPOINT"].startswith("http://127.0.0.1:")
 
         # the environment wins over the file, as with func start: a faster timer
-        host = _start(["localdev.host", "--settings", str(settings_file)], {"POLL_SCHEDULE": "*/2 * * * * *"},
+        host = _start(["localdev.functions_host", "--settings", str(settings_file)], {"POLL_SCHEDULE": "*/2 * * * * *"},
                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         requests = QueueClient.from_connection_string(values["AzureWebJobsStorage"], settings.requests_queue)
         requests.create_queue()

@@ -1,5 +1,5 @@
 """The hosted contenders, each in a child process (see :mod:`.child`): the local host
-(:mod:`localdev.host`) running the app of ``function_app.py`` (``app``) or the no-op app of
+(:mod:`localdev.functions_host`) running the app of ``function_app.py`` (``app``) or the no-op app of
 :mod:`.noop_app` (``noop-host``), with the settings the parent put in the environment.
 
 The parent keeps the requests queue topped up (see :mod:`.feed`), so the host always finds
@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from localdev.host import LocalHost
+from localdev.functions_host import LocalHost
 
 ROOT = Path(__file__).resolve().parents[2]
 SUBMIT = "submit_checkpoint_deletion"

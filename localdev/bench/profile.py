@@ -35,7 +35,7 @@ AREAS = (
     ("xml", re.compile(r"\(xml/")),
     ("threading / queue / futures", re.compile(r"\((threading|queue)\.py:|\(concurrent/futures/")),
     ("the app (shared, function_app)", re.compile(r"\(shared/|\(function_app\.py:")),
-    ("the local host", re.compile(r"\(localdev/host\.py:")),
+    ("the local host", re.compile(r"\(localdev/functions_host/")),
 )
 _APP = AREAS[-2][1]
 # a frame's path is shortened to what follows the last of these (the package-relative path)

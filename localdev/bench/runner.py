@@ -37,7 +37,6 @@ from localdev.bench.plan import Item, Workload
 from localdev.identity_endpoint import IdentityEndpoint
 
 ROOT = Path(__file__).resolve().parents[2]
-SPEC_DIR = ROOT.parent / "shared" / "spec"
 READY_TIMEOUT = 120.0
 # Settings of the outer environment that would point a contender elsewhere than the stand-ins.
 FOREIGN = (
@@ -93,7 +92,6 @@ class StandIns:
             ArmEmulator(
                 trustme.CA(),
                 self.identity,
-                spec_dir=SPEC_DIR if SPEC_DIR.is_dir() else None,
                 throttle=self.workload.throttle,
             )
         )

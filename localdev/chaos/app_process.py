@@ -1,4 +1,4 @@
-"""The function app under test, in its own process: ``python -m localdev.host`` with the run's
+"""The function app under test, in its own process: ``python -m localdev.functions_host`` with the run's
 settings, killed by process id (SIGKILL, as a crash) and started again at once.
 
 The host gets a copy of host.json with shorter queue timings than production, so that messages
@@ -50,7 +50,7 @@ def _timespan(seconds: int) -> str:
 
 
 class AppProcess:
-    """Starts, kills and restarts ``python -m localdev.host`` for the app in ``app_dir``."""
+    """Starts, kills and restarts ``python -m localdev.functions_host`` for the app in ``app_dir``."""
 
     def __init__(self, app_dir: Path, run_dir: Path, settings: dict[str, str], host_json: dict) -> None:
         self.app_dir = app_dir
@@ -86,7 +86,7 @@ class AppProcess:
             command = [
                 sys.executable,
                 "-m",
-                "localdev.host",
+                "localdev.functions_host",
                 "--app-dir",
                 str(self.app_dir),
                 "--settings",

@@ -29,7 +29,6 @@ from localdev.eventgrid_endpoint import EventGridEndpoint
 from localdev.identity_endpoint import IdentityEndpoint
 
 ROOT = Path(__file__).resolve().parents[2]
-SPEC_DIR = ROOT.parent / "shared" / "spec"
 REQUESTS, TRACKING, EVENTS = "checkpoint-delete-requests", "checkpoint-delete-tracking", "checkpoint-delete-events"
 POLL_SCHEDULE = "*/2 * * * * *"
 PROCESSING_VISIBILITY, VISIBILITY = 30, 5  # seconds; production: 10 minutes and 30 s
@@ -128,8 +127,7 @@ class ChaosRun:
         azurite = stack.enter_context(Azurite(persist_dir=self.run_dir / "azurite"))
         identity = stack.enter_context(IdentityEndpoint())
         ca = trustme.CA()
-        spec = SPEC_DIR if SPEC_DIR.is_dir() else None
-        arm = stack.enter_context(ArmEmulator(ca, identity, spec_dir=spec, throttle=True))
+        arm = stack.enter_context(ArmEmulator(ca, identity, throttle=True))
         topic = stack.enter_context(EventGridEndpoint(ca, identity))
         arm.one_job_per_vm = True
         arm.chaos = self.chaos

@@ -1,4 +1,4 @@
-"""A tiny v2 sample app used only by tests/test_local_host.py to run localdev.host end to end."""
+"""A tiny v2 sample app used only by tests/test_local_host.py to run localdev.functions_host end to end."""
 
 import azure.functions as func
 
