@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import uuid
 
-from shared.events import FAILED
+from shared.events import EventStatus
 
 from .cmd_enqueue import deliver
 from .console import EXIT_FAILED, EXIT_USAGE, error, note
@@ -77,7 +77,7 @@ def add_parser(commands) -> None:
 
 def _failed_of(request_id: str, message_id: str, content) -> Event | None:
     event = parse_event(message_id, content)
-    return event if event.status == FAILED and event.request_id == request_id else None
+    return event if event.status == EventStatus.FAILED and event.request_id == request_id else None
 
 
 def _from_file(args: argparse.Namespace) -> Event | None:

@@ -8,7 +8,7 @@ import time
 
 from azure.core.exceptions import ResourceNotFoundError
 
-from shared.events import FAILED, SUCCEEDED
+from shared.events import EventStatus
 
 from .connection import UsageError
 from .console import EXIT_FAILED, EXIT_OK, note, out
@@ -157,9 +157,9 @@ def run(args: argparse.Namespace) -> int:
 
     if not awaited:
         return EXIT_OK
-    failed = [rid for rid in awaited if outcome.get(rid) == FAILED]
+    failed = [rid for rid in awaited if outcome.get(rid) == EventStatus.FAILED]
     pending = [rid for rid in awaited if rid not in outcome]
-    succeeded = [rid for rid in awaited if outcome.get(rid) == SUCCEEDED]
+    succeeded = [rid for rid in awaited if outcome.get(rid) == EventStatus.SUCCEEDED]
     if failed:
         note(f"{len(failed)} of {len(awaited)} request(s) failed: {', '.join(map(printable, failed))}")
     if pending:

@@ -7,9 +7,9 @@ import binascii
 import json
 from dataclasses import dataclass
 
-from shared.events import EVENT_TYPE_PREFIX, FAILED, SUCCEEDED
+from shared.events import EVENT_TYPE_PREFIX, EventStatus
 
-TERMINAL = (SUCCEEDED, FAILED)
+TERMINAL = (EventStatus.SUCCEEDED, EventStatus.FAILED)
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def human_line(event: Event) -> str:
     ]
     if data.get("checkpointId") is not None:
         parts.append(f"checkpoint={printable(data['checkpointId'])}")
-    if event.status == FAILED:
+    if event.status == EventStatus.FAILED:
         error = data.get("error")
         if isinstance(error, dict):
             parts.append(f"error {printable(error.get('code') or '?')}: {printable(error.get('message') or '')}")

@@ -9,27 +9,39 @@ from __future__ import annotations
 import email.utils
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 
 import requests
 
 from .cleaning import clean_error, clean_text
+from .errors import ErrorCode, app_error
 
-# Answer states
-ACCEPTED = "accepted"  # 202 to the POST: an operation to track
-RUNNING = "running"  # the operation is still running
-SUCCEEDED = "succeeded"  # done; for an instance read: read, with `checkpoints`
-FAILED = "failed"  # final failure; `error` says why
-NOT_PERMITTED = "not-permitted"  # 401/403 on a status URL: the identity may not read operation statuses
-TRANSIENT = "transient"  # try again later; `error` is the last error seen
 
-ASYNC_FINAL = {"succeeded": SUCCEEDED, "failed": FAILED, "canceled": FAILED, "cancelled": FAILED}
+class AnswerState(StrEnum):
+    """What one answer of ARM means."""
+
+    ACCEPTED = "accepted"  # 202 to the POST: an operation to track
+    RUNNING = "running"  # the operation is still running
+    SUCCEEDED = "succeeded"  # done; for an instance read: read, with `checkpoints`
+    FAILED = "failed"  # final failure; `error` says why
+    NOT_PERMITTED = "not-permitted"  # 401/403 on a status URL: the identity may not read operation statuses
+    TRANSIENT = "transient"  # try again later; `error` is the last error seen
+
+
+ASYNC_FINAL = {
+    "succeeded": AnswerState.SUCCEEDED,
+    "failed": AnswerState.FAILED,
+    "canceled": AnswerState.FAILED,
+    "cancelled": AnswerState.FAILED,
+}
 MAX_URL = 4096  # a longer status URL is not followed
 MAX_RETRY_AFTER = 86400.0  # seconds; longer answers are read as this
+DEFAULT_RETRY_AFTER = 60  # seconds, when ARM sends no Retry-After (contract section 1)
 
 
 @dataclass(frozen=True)
 class ArmAnswer:
-    state: str
+    state: AnswerState
     status_code: int | None = None
     location: str | None = None
     async_url: str | None = None
@@ -39,12 +51,8 @@ class ArmAnswer:
     verified: dict | None = None  # the verification facts, when reading the instance decided the outcome
 
 
-def app_error(code: str, message: str, target: str | None = None) -> dict:
-    return {"code": code, "message": clean_text(message), "target": target, "details": [], "additionalInfo": []}
-
-
-def transient(code: str, message: str, status: int | None = None, retry_after: float | None = None) -> ArmAnswer:
-    return ArmAnswer(TRANSIENT, status, retry_after=retry_after, error=app_error(code, message))
+def transient(code: ErrorCode, message: str, status: int | None = None, retry_after: float | None = None) -> ArmAnswer:
+    return ArmAnswer(AnswerState.TRANSIENT, status, retry_after=retry_after, error=app_error(code, message))
 
 
 def arm_error(body) -> dict | None:
@@ -91,12 +99,14 @@ def submit_answer(response: requests.Response) -> ArmAnswer:
         location = header_url(response, "Location") or async_url
         if not location:
             return ArmAnswer(
-                FAILED, 202, error=app_error("OperationFailed", "ARM accepted the deletion but named no Location")
+                AnswerState.FAILED,
+                202,
+                error=app_error(ErrorCode.OPERATION_FAILED, "ARM accepted the deletion but named no Location"),
             )
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        return ArmAnswer(ACCEPTED, 202, location=location, async_url=async_url, retry_after=retry_after)
+        return ArmAnswer(AnswerState.ACCEPTED, 202, location=location, async_url=async_url, retry_after=retry_after)
     if status in (200, 204):
-        return ArmAnswer(SUCCEEDED, status)
+        return ArmAnswer(AnswerState.SUCCEEDED, status)
     return _unsuccessful(response)
 
 
@@ -105,23 +115,25 @@ def status_answer(response: requests.Response, *, is_async: bool) -> ArmAnswer:
     status = response.status_code
     retry_after = parse_retry_after(response.headers.get("Retry-After"))
     if status == 202:
-        return ArmAnswer(RUNNING, 202, location=header_url(response, "Location"), retry_after=retry_after)
+        return ArmAnswer(AnswerState.RUNNING, 202, location=header_url(response, "Location"), retry_after=retry_after)
     if status == 204 or (status == 200 and not is_async):
-        return ArmAnswer(SUCCEEDED, status)
+        return ArmAnswer(AnswerState.SUCCEEDED, status)
     if status == 200:
         return _async_status(_json(response), retry_after)
     if redirect := _redirect(status):
         return redirect
     error = arm_error(_json(response))
     if status in (401, 403):
-        return ArmAnswer(NOT_PERMITTED, status, error=error or _no_body(status))
+        return ArmAnswer(AnswerState.NOT_PERMITTED, status, error=error or _no_body(status))
     if status >= 400 and (
         retry_after is not None or status in (408, 429, 502, 503, 504) or (status >= 500 and error is None)
     ):
-        return ArmAnswer(TRANSIENT, status, retry_after=retry_after, error=error or _http_error(status))
+        return ArmAnswer(AnswerState.TRANSIENT, status, retry_after=retry_after, error=error or _http_error(status))
     if status >= 400:
-        return ArmAnswer(FAILED, status, error=error or _no_body(status))
-    return ArmAnswer(FAILED, status, error=app_error("OperationFailed", f"unexpected answer HTTP {status}"))
+        return ArmAnswer(AnswerState.FAILED, status, error=error or _no_body(status))
+    return ArmAnswer(
+        AnswerState.FAILED, status, error=app_error(ErrorCode.OPERATION_FAILED, f"unexpected answer HTTP {status}")
+    )
 
 
 def instance_answer(response: requests.Response) -> ArmAnswer:
@@ -130,8 +142,8 @@ def instance_answer(response: requests.Response) -> ArmAnswer:
     if status == 200:
         checkpoints = _checkpoint_ids(_json(response))
         if checkpoints is None:
-            return transient("OperationFailed", "unreadable VM instance body", 200)
-        return ArmAnswer(SUCCEEDED, 200, checkpoints=checkpoints)
+            return transient(ErrorCode.OPERATION_FAILED, "unreadable VM instance body", 200)
+        return ArmAnswer(AnswerState.SUCCEEDED, 200, checkpoints=checkpoints)
     return _unsuccessful(response)
 
 
@@ -144,8 +156,8 @@ def _unsuccessful(response: requests.Response) -> ArmAnswer:
     error = arm_error(_json(response))
     if status in (408, 429) or status >= 500:
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        return ArmAnswer(TRANSIENT, status, retry_after=retry_after, error=error or _http_error(status))
-    return ArmAnswer(FAILED, status, error=error or _no_body(status))
+        return ArmAnswer(AnswerState.TRANSIENT, status, retry_after=retry_after, error=error or _http_error(status))
+    return ArmAnswer(AnswerState.FAILED, status, error=error or _no_body(status))
 
 
 def _checkpoint_ids(body) -> frozenset[str] | None:
@@ -162,27 +174,28 @@ def _checkpoint_ids(body) -> frozenset[str] | None:
 def _async_status(body, retry_after: float | None) -> ArmAnswer:
     status = body.get("status") if isinstance(body, dict) else None
     if not isinstance(status, str):
-        return transient("OperationFailed", "unreadable operation status body", 200, retry_after)
-    state = ASYNC_FINAL.get(status.lower(), RUNNING)
-    if state != FAILED:
+        return transient(ErrorCode.OPERATION_FAILED, "unreadable operation status body", 200, retry_after)
+    state = ASYNC_FINAL.get(status.lower(), AnswerState.RUNNING)
+    if state != AnswerState.FAILED:
         return ArmAnswer(state, 200, retry_after=retry_after)
     canceled = status.lower() in ("canceled", "cancelled")
     error = arm_error(body) or app_error(
-        "OperationCanceled" if canceled else "OperationFailed", f"the operation ended with status {status}"
+        ErrorCode.OPERATION_CANCELED if canceled else ErrorCode.OPERATION_FAILED,
+        f"the operation ended with status {status}",
     )
-    return ArmAnswer(FAILED, 200, error=error)
+    return ArmAnswer(AnswerState.FAILED, 200, error=error)
 
 
 def _redirect(status: int) -> ArmAnswer | None:
     if 300 <= status < 400:
         message = f"ARM answered HTTP {status} (a redirect); redirects are not followed with a token"
-        return ArmAnswer(FAILED, status, error=app_error("OperationFailed", message))
+        return ArmAnswer(AnswerState.FAILED, status, error=app_error(ErrorCode.OPERATION_FAILED, message))
     return None
 
 
 def _http_error(status: int) -> dict:
-    return app_error("HttpError", f"ARM answered HTTP {status}")
+    return app_error(ErrorCode.HTTP_ERROR, f"ARM answered HTTP {status}")
 
 
 def _no_body(status: int) -> dict:
-    return app_error("OperationFailed", f"ARM answered HTTP {status} with no error body")
+    return app_error(ErrorCode.OPERATION_FAILED, f"ARM answered HTTP {status} with no error body")

@@ -15,17 +15,10 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 
-from .arm_answers import (  # noqa: F401 (states and helpers are also used through this module)
-    ACCEPTED,
-    FAILED,
+from .arm_answers import (
     MAX_URL,
-    NOT_PERMITTED,
-    RUNNING,
-    SUCCEEDED,
-    TRANSIENT,
+    AnswerState,
     ArmAnswer,
-    app_error,
-    arm_error,
     instance_answer,
     parse_retry_after,
     status_answer,
@@ -34,6 +27,7 @@ from .arm_answers import (  # noqa: F401 (states and helpers are also used throu
 )
 from .budgets import ARM_TIMEOUT, DEFAULT_BUDGETS, Budgets, Deadline
 from .connections import endpoint_session
+from .errors import ErrorCode, untrusted_operation_url
 from .logs import get_logger
 from .pacing import ArmPacer
 from .request import DeletionRequest
@@ -110,9 +104,7 @@ class ArmClient:
     ) -> ArmAnswer:
         """GET a status URL (Location, or Azure-AsyncOperation when `is_async`) of an operation on `resource_uri`."""
         if not self.is_trusted(url):
-            return ArmAnswer(
-                FAILED, error=app_error("UntrustedOperationUrl", f"status URL is outside ARM_ENDPOINT: {url}")
-            )
+            return ArmAnswer(AnswerState.FAILED, error=untrusted_operation_url(url))
         response = self._call("GET", url, "reads", resource_uri, deadline)
         return response if isinstance(response, ArmAnswer) else status_answer(response, is_async=is_async)
 
@@ -127,7 +119,7 @@ class ArmClient:
         """Pace, take a token and send, all within `deadline`; a failure on the way is a transient answer."""
         connect, read = self._timeout
         if deadline is not None and deadline.remaining() < connect + MIN_CALL_SECONDS:
-            return transient("OutOfTime", f"no time was left for the {method} within this step's budget")
+            return transient(ErrorCode.OUT_OF_TIME, f"no time was left for the {method} within this step's budget")
         waited = self._pacer.wait(kind, resource_uri, max_wait=self._within(deadline, self._budgets.pacing_wait))
         if waited:
             logger.info("waited %.1f s to stay within ARM's %s limit for the subscription", waited, kind)
@@ -135,10 +127,10 @@ class ArmClient:
             token = self._tokens.token(self._within(deadline, self._budgets.token_wait))
         except TokenUnavailable as exc:
             logger.warning("token request failed: %s", exc)
-            return transient("TokenRequestFailed", f"could not get a managed identity token: {exc}")
+            return transient(ErrorCode.TOKEN_REQUEST_FAILED, f"could not get a managed identity token: {exc}")
         read = self._within(deadline, read, keep=connect)
         if read < MIN_CALL_SECONDS:
-            return transient("OutOfTime", f"no time was left for the {method} within this step's budget")
+            return transient(ErrorCode.OUT_OF_TIME, f"no time was left for the {method} within this step's budget")
         response = self._send(method, url, token, body, (connect, read))
         if not isinstance(response, ArmAnswer):
             self._learn(kind, resource_uri, response)
@@ -176,10 +168,10 @@ class ArmClient:
             _read_bounded(response)
         except (requests.Timeout, urllib3.exceptions.TimeoutError):
             logger.warning("%s timed out", method)
-            return transient("Timeout", f"ARM did not answer the {method} within {timeout[1]:g} s")
+            return transient(ErrorCode.TIMEOUT, f"ARM did not answer the {method} within {timeout[1]:g} s")
         except Exception as exc:  # requests', and urllib3's while the body is read
             logger.warning("%s failed: %s", method, type(exc).__name__)
-            return transient("ConnectionError", f"could not reach ARM: {type(exc).__name__}")
+            return transient(ErrorCode.CONNECTION_ERROR, f"could not reach ARM: {type(exc).__name__}")
         logger.info(
             "%s %s -> %s in %.0f ms (x-ms-client-request-id %s, x-ms-request-id %s)",
             method,

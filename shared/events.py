@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from enum import StrEnum
 
 from .cleaning import fit_event
 from .logs import get_logger
 
 logger = get_logger(__name__)
 
-ACCEPTED = "Accepted"
-SUCCEEDED = "Succeeded"
-FAILED = "Failed"
+
+class EventStatus(StrEnum):
+    """`data.status` of an event, and the last part of its `type`."""
+
+    ACCEPTED = "Accepted"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
 EVENT_TYPE_PREFIX = "ScVmm.CheckpointDelete."
 INVALID_REQUEST_SOURCE = "/checkpoint-delete/invalid-request"
 
@@ -36,7 +43,7 @@ def rfc3339(epoch_seconds: float) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def outcome_event(status: str, facts: dict, now: float, error: dict | None = None) -> dict:
+def outcome_event(status: EventStatus, facts: dict, now: float, error: dict | None = None) -> dict:
     """The event for `status` of the request described by `facts` (contract field names).
 
     `facts` may carry any of DATA_FIELDS plus `traceparent`; times are epoch seconds.
@@ -48,7 +55,7 @@ def outcome_event(status: str, facts: dict, now: float, error: dict | None = Non
             continue
         data[name] = rfc3339(value) if name in ("submittedAt", "completedAt") else value
     data.setdefault("pollCount", 0)
-    data["status"] = status
+    data["status"] = str(status)
     if error is not None:
         data["error"] = error
     event = {

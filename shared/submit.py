@@ -6,12 +6,13 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from . import arm_answers as arm
-from .arm_answers import ArmAnswer, app_error
+from .arm_answers import DEFAULT_RETRY_AFTER, AnswerState, ArmAnswer
 from .arm_client import ArmClient
 from .budgets import DEFAULT_BUDGETS, Budgets, Deadline
-from .events import ACCEPTED, FAILED, SUCCEEDED, EventWriter, outcome_event
+from .errors import invalid_request, poisoned, retries_exhausted, untrusted_operation_url
+from .events import EventStatus, EventWriter, outcome_event
 from .logs import get_logger, request_scope
+from .outcomes import Outcome
 from .request import DeletionRequest, InvalidRequest, decode_request
 from .retry import SUBMIT_RETRY, RetryPolicy
 from .tracking import Operation, TrackingStore, visibility_delay
@@ -19,19 +20,9 @@ from .verification import ABSENT, UNREADABLE_NOW, verified_absent, verify
 
 logger = get_logger(__name__)
 
-DEFAULT_RETRY_AFTER = 60  # seconds, when ARM sends no Retry-After
-
 
 class SubmitDeferred(Exception):
     """ARM kept failing transiently; the request message goes back to the queue for a later delivery."""
-
-
-def retries_exhausted(last_error: dict | None, tries: str) -> dict:
-    error = app_error("RetriesExhausted", f"transient failures did not stop within the retry budget ({tries})")
-    if last_error:
-        error["message"] += f"; last error: {last_error.get('code')}: {last_error.get('message')}"
-        error["details"] = [last_error]
-    return error
 
 
 def request_facts(request: DeletionRequest) -> dict:
@@ -45,6 +36,11 @@ def request_facts(request: DeletionRequest) -> dict:
 
 
 class Submitter:
+    """The submit step (queue trigger): decodes one request message and ends it in one of
+    Failed/InvalidRequest, Accepted with a tracking message, Succeeded, Failed with ARM's error, or a
+    redelivery (SubmitDeferred) after transient failures, and RetriesExhausted on the last delivery.
+    A redelivery, a 404 or 409, and the last delivery read the VM instance first (verification)."""
+
     def __init__(
         self,
         arm_client: ArmClient,
@@ -65,22 +61,22 @@ class Submitter:
         self._clock = clock
         self._sleep = sleep
 
-    def handle(self, body: bytes | str, message_id: str, dequeue_count: int) -> str:
+    def handle(self, body: bytes | str, message_id: str, dequeue_count: int) -> Outcome:
         """Process one request message; returns the outcome's name, or raises SubmitDeferred."""
         try:
             request = decode_request(body, message_id)
         except InvalidRequest as invalid:
             with request_scope(invalid.fields.get("requestId"), invalid.fields.get("correlationId")):
                 logger.warning("invalid request: %s", invalid.message)
-                error = app_error("InvalidRequest", invalid.message, invalid.target)
-                self._events.write(outcome_event(FAILED, invalid.fields, self._clock(), error))
-            return "invalid"
+                error = invalid_request(invalid.message, invalid.target)
+                self._events.write(outcome_event(EventStatus.FAILED, invalid.fields, self._clock(), error))
+            return Outcome.INVALID
         with request_scope(request.request_id, request.correlation_id):
             # ARM's part ends early enough to leave time for the writes that follow
             deadline = Deadline(self._budgets.submit).earlier(self._budgets.storage_reserve)
             return self._submit(request, dequeue_count, deadline)
 
-    def _submit(self, request: DeletionRequest, dequeue_count: int, deadline: Deadline) -> str:
+    def _submit(self, request: DeletionRequest, dequeue_count: int, deadline: Deadline) -> Outcome:
         facts = request_facts(request)
         answer = None
         if dequeue_count > 1:  # an earlier delivery may have reached ARM: the instance says
@@ -92,13 +88,13 @@ class Submitter:
         if answer is None:
             answer = self._try_within_budget(request, deadline)
         now = self._clock()
-        if answer.state == arm.ACCEPTED:
+        if answer.state == AnswerState.ACCEPTED:
             return self._accepted(request, answer, now)
-        if answer.state == arm.SUCCEEDED:
+        if answer.state == AnswerState.SUCCEEDED:
             return self._succeeded(facts, answer.verified or {})
-        if answer.state == arm.FAILED:
-            self._events.write(outcome_event(FAILED, {**facts, "completedAt": now}, now, answer.error))
-            return "failed"
+        if answer.state == AnswerState.FAILED:
+            self._events.write(outcome_event(EventStatus.FAILED, {**facts, "completedAt": now}, now, answer.error))
+            return Outcome.FAILED
         if dequeue_count < self._max_deliveries:
             logger.warning(
                 "delivery %d of %d ends in a transient failure (%s); the queue will redeliver it",
@@ -112,14 +108,16 @@ class Submitter:
             return self._succeeded(facts, verified_absent(answer.error))
         tries = f"{self._retry.attempts} tries in each of {self._max_deliveries} deliveries"
         self._events.write(
-            outcome_event(FAILED, {**facts, "completedAt": now}, now, retries_exhausted(answer.error, tries))
+            outcome_event(
+                EventStatus.FAILED, {**facts, "completedAt": now}, now, retries_exhausted(answer.error, tries)
+            )
         )
-        return "retries-exhausted"
+        return Outcome.RETRIES_EXHAUSTED
 
     def _try_within_budget(self, request: DeletionRequest, deadline: Deadline) -> ArmAnswer:
         answer = self._try_once(request, deadline)
         for attempt in range(1, self._retry.attempts):
-            if answer.state != arm.TRANSIENT:
+            if answer.state != AnswerState.TRANSIENT:
                 break
             if answer.retry_after is not None and answer.retry_after > self._retry.max_delay:
                 break  # ARM asks for a longer pause than a delivery should hold a worker
@@ -136,34 +134,34 @@ class Submitter:
     def _try_once(self, request: DeletionRequest, deadline: Deadline) -> ArmAnswer:
         """One POST, and verification where its answer alone could mislead (404, 409)."""
         answer = self._arm.delete_checkpoint(request, deadline)
-        if answer.state != arm.FAILED or answer.status_code not in (404, 409):
+        if answer.state != AnswerState.FAILED or answer.status_code not in (404, 409):
             return answer
         verdict = verify(self._arm, request.resource_uri, request.checkpoint_id, deadline)
         if verdict.state == ABSENT:
-            return replace(answer, state=arm.SUCCEEDED, verified=verified_absent(answer.error))
+            return replace(answer, state=AnswerState.SUCCEEDED, verified=verified_absent(answer.error))
         if verdict.state == UNREADABLE_NOW or answer.status_code == 409:
             # cannot tell now, or the VM is busy with a job (ours from an earlier try, or another): later
-            return replace(answer, state=arm.TRANSIENT)
+            return replace(answer, state=AnswerState.TRANSIENT)
         return answer
 
-    def _succeeded(self, facts: dict, verified: dict) -> str:
+    def _succeeded(self, facts: dict, verified: dict) -> Outcome:
         now = self._clock()
         event_facts = {**facts, **verified, "submittedAt": now, "completedAt": now, "pollCount": 0}
-        self._events.write(outcome_event(SUCCEEDED, event_facts, now))
-        return "succeeded"
+        self._events.write(outcome_event(EventStatus.SUCCEEDED, event_facts, now))
+        return Outcome.SUCCEEDED
 
-    def _accepted(self, request: DeletionRequest, answer: ArmAnswer, now: float) -> str:
+    def _accepted(self, request: DeletionRequest, answer: ArmAnswer, now: float) -> Outcome:
         operation = Operation.accepted(request, answer.location, answer.async_url, now)
         untrusted = [url for url in (answer.location, answer.async_url) if url and not self._arm.is_trusted(url)]
         if untrusted:
             # ARM has accepted the deletion, but its status URL may not be sent a token.
-            self._events.write(outcome_event(ACCEPTED, operation.facts(), now))
-            error = app_error("UntrustedOperationUrl", f"status URL is outside ARM_ENDPOINT: {untrusted[0]}")
-            self._events.write(outcome_event(FAILED, {**operation.facts(), "completedAt": now}, now, error))
-            return "untrusted-operation-url"
+            self._events.write(outcome_event(EventStatus.ACCEPTED, operation.facts(), now))
+            error = untrusted_operation_url(untrusted[0])
+            self._events.write(outcome_event(EventStatus.FAILED, {**operation.facts(), "completedAt": now}, now, error))
+            return Outcome.UNTRUSTED_OPERATION_URL
         self._tracking.add(operation, visibility_delay(answer.retry_after, DEFAULT_RETRY_AFTER))
-        self._events.write(outcome_event(ACCEPTED, operation.facts(), now))
-        return "accepted"
+        self._events.write(outcome_event(EventStatus.ACCEPTED, operation.facts(), now))
+        return Outcome.ACCEPTED
 
 
 class PoisonHandler:
@@ -218,11 +216,11 @@ class PoisonHandler:
         with request_scope(facts.get("requestId"), facts.get("correlationId")):
             if verified:
                 self._events.write(
-                    outcome_event(SUCCEEDED, {**facts, **verified, "submittedAt": now, "completedAt": now}, now)
+                    outcome_event(
+                        EventStatus.SUCCEEDED, {**facts, **verified, "submittedAt": now, "completedAt": now}, now
+                    )
                 )
                 return
             logger.error("the request landed in the poison queue (message %s)", message_id)
-            error = app_error(
-                "RetriesExhausted", "the request message was moved to the poison queue after its last delivery failed"
-            )
-            self._events.write(outcome_event(FAILED, {**facts, "completedAt": now}, now, error))
+            error = poisoned()
+            self._events.write(outcome_event(EventStatus.FAILED, {**facts, "completedAt": now}, now, error))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 
@@ -73,12 +74,16 @@ class Operation:
 
 
 def visibility_delay(seconds: float | None, default: float, minimum: int = 0) -> int:
-    """Whole seconds a message stays invisible: `seconds` (or `default`), within minimum..MAX_DELAY_SECONDS."""
+    """Whole seconds a message stays invisible: `seconds` (or `default`) rounded up, so that it is
+    never due early, within minimum..MAX_DELAY_SECONDS."""
     chosen = default if seconds is None else seconds
-    return int(min(MAX_DELAY_SECONDS, max(minimum, round(chosen))))
+    return int(min(MAX_DELAY_SECONDS, max(minimum, math.ceil(chosen - 1e-6))))
 
 
 class TrackingStore:
+    """The tracking queue: one message per operation ARM accepted, invisible until its status URL is
+    due; a poll run leases due ones, puts running ones back with a new delay, removes ended ones."""
+
     def __init__(self, tracking_queue):
         self._queue = tracking_queue
 

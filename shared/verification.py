@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .arm_answers import SUCCEEDED, TRANSIENT, ArmAnswer
+from .arm_answers import AnswerState, ArmAnswer
 from .arm_client import ArmClient
 from .budgets import Deadline
 from .logs import get_logger
@@ -33,13 +33,13 @@ def verify(arm: ArmClient, resource_uri: str, checkpoint_id: str | None, deadlin
     if checkpoint_id is None:
         return Verdict(UNKNOWN)
     answer = arm.read_instance(resource_uri, deadline)
-    if answer.state == SUCCEEDED:
+    if answer.state == AnswerState.SUCCEEDED:
         state = PRESENT if checkpoint_id in answer.checkpoints else ABSENT
         logger.info(
             "verification: the VM instance %s the checkpoint", "lists" if state == PRESENT else "no longer lists"
         )
         return Verdict(state, answer)
-    if answer.state == TRANSIENT:
+    if answer.state == AnswerState.TRANSIENT:
         return Verdict(UNREADABLE_NOW, answer)
     logger.info("verification: the VM instance could not be read (HTTP %s)", answer.status_code)
     return Verdict(UNKNOWN, answer)

@@ -10,8 +10,8 @@ from azure.identity import ManagedIdentityCredential
 
 from conftest import new_resource_uri
 from localdev.arm_emulator import Fault, Scenario
-from shared import arm_client
-from shared.arm_client import ArmClient, arm_scope, parse_retry_after
+from shared.arm_answers import AnswerState, parse_retry_after
+from shared.arm_client import ArmClient, arm_scope
 from shared.request import DeletionRequest
 
 
@@ -34,7 +34,7 @@ def test_accepted_with_location_and_retry_after(client, arm):
     arm.default = Scenario(retry_after=7)
     answer = client.delete_checkpoint(_request())
     assert (answer.state, answer.status_code, answer.retry_after, answer.async_url) == (
-        arm_client.ACCEPTED,
+        AnswerState.ACCEPTED,
         202,
         7,
         None,
@@ -52,31 +52,31 @@ def test_accepted_with_only_an_azure_async_operation_header(client, arm):
     url = arm.endpoint + "/providers/Microsoft.ScVmm/locations/local/operationStatuses/x?api-version=2024-06-01"
     arm.default = Scenario(submit=Fault(status=202, headers={"Azure-AsyncOperation": url}))
     answer = client.delete_checkpoint(_request())
-    assert (answer.state, answer.location, answer.async_url) == (arm_client.ACCEPTED, url, url)
+    assert (answer.state, answer.location, answer.async_url) == (AnswerState.ACCEPTED, url, url)
 
 
 def test_accepted_without_any_status_url_is_a_failure(client, arm):
     arm.default = Scenario(submit=Fault(status=202))
     answer = client.delete_checkpoint(_request())
-    assert (answer.state, answer.error["code"]) == (arm_client.FAILED, "OperationFailed")
+    assert (answer.state, answer.error["code"]) == (AnswerState.FAILED, "OperationFailed")
 
 
 def test_a_redirect_on_submit_is_a_failure_and_not_followed(client, arm):
     arm.default = Scenario(submit=Fault(status=307, location=arm.other_host_endpoint + "/x"))
     answer = client.delete_checkpoint(_request())
-    assert (answer.state, answer.status_code) == (arm_client.FAILED, 307)
+    assert (answer.state, answer.status_code) == (AnswerState.FAILED, 307)
     assert arm.other_host_received == []
 
 
 @pytest.mark.parametrize(
     ("fault", "state"),
     [
-        (Fault.throttled(3), arm_client.TRANSIENT),
-        (Fault(status=408), arm_client.TRANSIENT),
-        (Fault(status=502), arm_client.TRANSIENT),
-        (Fault.arm_error(503, "ServerBusy"), arm_client.TRANSIENT),  # on submit, any 5xx is transient
-        (Fault.arm_error(403, "AuthorizationFailed"), arm_client.FAILED),
-        (Fault(status=404), arm_client.FAILED),
+        (Fault.throttled(3), AnswerState.TRANSIENT),
+        (Fault(status=408), AnswerState.TRANSIENT),
+        (Fault(status=502), AnswerState.TRANSIENT),
+        (Fault.arm_error(503, "ServerBusy"), AnswerState.TRANSIENT),  # on submit, any 5xx is transient
+        (Fault.arm_error(403, "AuthorizationFailed"), AnswerState.FAILED),
+        (Fault(status=404), AnswerState.FAILED),
     ],
 )
 def test_submit_answers(client, arm, fault, state):
@@ -93,14 +93,14 @@ def test_status_answers_on_the_location_and_the_async_url(client, arm):
     accepted = client.delete_checkpoint(_request())
     running = client.operation_status(accepted.async_url, is_async=True)
     done = client.operation_status(accepted.async_url, is_async=True)
-    assert (running.state, done.state) == (arm_client.RUNNING, arm_client.SUCCEEDED)
+    assert (running.state, done.state) == (AnswerState.RUNNING, AnswerState.SUCCEEDED)
 
 
 def test_a_slow_answer_is_a_timeout(client, arm):
     arm.default = Scenario(submit_faults=[Fault.slow(3.0)])
     started = time.monotonic()
     answer = client.delete_checkpoint(_request())
-    assert (answer.state, answer.error["code"]) == (arm_client.TRANSIENT, "Timeout")
+    assert (answer.state, answer.error["code"]) == (AnswerState.TRANSIENT, "Timeout")
     assert time.monotonic() - started < 2.5
 
 

@@ -10,7 +10,7 @@ import pytest
 from azure.identity import ManagedIdentityCredential
 
 from conftest import new_resource_uri
-from shared import arm_client
+from shared.arm_answers import AnswerState
 from shared.arm_client import ArmClient
 from shared.queues import open_queue
 from shared.settings import StorageConnection
@@ -74,7 +74,7 @@ def test_the_ca_bundle_is_read_when_the_client_is_built_and_not_on_each_call(arm
         assert client.read_instance(new_resource_uri()).status_code == 404  # trusted through REQUESTS_CA_BUNDLE
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/nonexistent/ca-bundle.pem")
         answer = client.read_instance(new_resource_uri())
-        assert (answer.state, answer.status_code) == (arm_client.FAILED, 404), answer.error
+        assert (answer.state, answer.status_code) == (AnswerState.FAILED, 404), answer.error
     finally:
         client.close()
 
@@ -85,7 +85,7 @@ def test_the_proxy_for_arm_is_the_one_the_environment_named_when_built(arm_env, 
     try:
         monkeypatch.delenv("HTTPS_PROXY")  # read once: the client keeps the proxy it was built with
         answer = client.read_instance(new_resource_uri())
-        assert answer.state == arm_client.TRANSIENT  # the recording proxy does not tunnel
+        assert answer.state == AnswerState.TRANSIENT  # the recording proxy does not tunnel
         host_port = arm.endpoint.removeprefix("https://")
         assert proxy.lines and proxy.lines[0].startswith(f"CONNECT {host_port} ")
     finally:

@@ -34,7 +34,8 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from conftest import ROOT, SCHEMA_DOCS, schema_validator
-from shared.arm_answers import app_error, arm_error
+from shared.arm_answers import arm_error
+from shared.errors import app_error
 from shared.policy import (
     MAX_KEEP_LATEST,
     Policy,

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.arm_client import app_error
+from shared.errors import app_error
 from shared.events import outcome_event
 from shared.request import MAX_NESTING, DeletionRequest, InvalidRequest, decode_request
 

@@ -47,11 +47,11 @@ from hypothesis import strategies as st
 from jsonschema import Draft4Validator, Draft202012Validator
 
 from conftest import ROOT, SCHEMA_DOCS, schema_validator
-from shared.arm_client import app_error, arm_error
+from shared.arm_answers import arm_error
+from shared.errors import app_error, retries_exhausted
 from shared.events import outcome_event
 from shared.policy import parse_policy
 from shared.request import InvalidRequest, decode_request, resource_uri_problem, valid_traceparent
-from shared.submit import retries_exhausted
 from shared.tracking import Operation
 
 SCHEMAS = ROOT / "schemas"
