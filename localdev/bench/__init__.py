@@ -6,7 +6,11 @@ no-op app, against the local ARM emulator. ``python -m localdev.bench --help`` (
 Modules, one job each: :mod:`.plan` (the workload and the emulator's script), :mod:`.child`
 (a contender's own process), :mod:`.clients` (ideal and SDK contenders), :mod:`.hosted` (the app
 and the no-op app in the local host), :mod:`.noop_app`, :mod:`.runner` (the parent: stand-ins,
-one child per contender, rusage), :mod:`.feed` (the hosted contenders' queues), :mod:`.measure`
+one child per contender, rusage), :mod:`.children` (a child process from the parent's side),
+:mod:`.hosting` (the hosted contenders from the parent's side, the app as K processes),
+:mod:`.feed` (the hosted contenders' queues), :mod:`.measure`
 (figures from the emulator's records), :mod:`.report` (the table and the JSON), :mod:`.chart`
-(the PNG), :mod:`.profile` (py-spy samples of a contender, on request).
+(the PNG), :mod:`.profile` (py-spy samples of a contender, on request). Apart from the side by
+side: :mod:`.inflight` (N operations in flight and one poller: its memory and rate), with
+:mod:`.inflight_child` (the app's side) and :mod:`.inflight_report` (its figures).
 """

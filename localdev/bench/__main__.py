@@ -3,11 +3,13 @@ aio), the app in the local host, and the local host with a no-op app, against th
 
     python -m localdev.bench [--count N] [--duration D] [--retry-after R] [--latency L]
                              [--subscriptions S] [--contenders a,b,...] [--one-subscription]
-                             [--throttle] [--markdown] [--output PREFIX] [--no-chart]
+                             [--throttle] [--app-processes K] [--markdown] [--output PREFIX]
+                             [--no-chart]
 
 Writes PREFIX.json and PREFIX.png (default .localrun/bench, or .localrun/bench-throttled with
 --throttle), and the contenders' logs in PREFIX-logs/; prints the table. docs/benchmark.md says
-what each figure is and how it is measured.
+what each figure is and how it is measured. Operations in flight (the poller's memory and rate
+with 10,000 waiting): python -m localdev.bench.inflight (see docs/benchmark.md).
 """
 
 from __future__ import annotations
@@ -29,7 +31,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="scripts/bench",
+        description=__doc__.split("\n\n")[0],
+        epilog="Operations in flight (the poller's memory and status reads per second with N waiting): "
+        ".venv/bin/python -m localdev.bench.inflight --operations 10000 --seconds 120 (--help for its options). "
+        "docs/benchmark.md describes both.",
+    )
     p.add_argument("--count", type=int, default=2000, help="deletions per contender, N (default 2000)")
     p.add_argument("--duration", type=float, default=3.0, help="seconds each operation runs, D (default 3)")
     p.add_argument("--retry-after", type=int, default=1, help="Retry-After of every 202, R seconds (default 1)")
@@ -44,6 +52,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--one-subscription", action="store_true", help="every deletion in one subscription")
     p.add_argument("--throttle", action="store_true", help="the emulator enforces ARM's buckets per subscription")
+    p.add_argument(
+        "--app-processes",
+        type=int,
+        default=1,
+        metavar="K",
+        help="run the app contender as K local hosts on the same queues, shown as app×K: the first runs the "
+        "poll timer, the others submit only (default 1)",
+    )
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown (for the README)")
     p.add_argument(
         "--output", type=Path, default=None, help="prefix of the JSON, PNG and logs (default .localrun/bench)"
@@ -66,6 +82,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = [c for c in args.contenders if c not in CONTENDERS]
     if unknown or not args.contenders:
         p.error(f"--contenders: unknown {unknown}; choose from {', '.join(CONTENDERS)}")
+    if args.app_processes < 1:
+        p.error("--app-processes must be at least 1")
     if args.count < 1 or args.retry_after < 1 or args.duration < 0 or args.latency < 0 or args.subscriptions < 1:
         p.error("--count, --retry-after and --subscriptions must be at least 1; --duration and --latency at least 0")
     if args.output is None:
@@ -94,6 +112,7 @@ def run(args: argparse.Namespace) -> dict:
         "sdk_threads": args.sdk_threads,
         "app_log_level": args.app_log_level,
         "profile": args.profile,
+        "app_processes": args.app_processes,
     }
     results: dict[str, dict] = {}
     started = time.time()
@@ -105,10 +124,9 @@ def run(args: argparse.Namespace) -> dict:
             tag = f"{name.split('-')[0][:4]}{uuid.uuid4().hex[:6]}"
             print(f"bench: {name} ...", flush=True)
             raw = runner.run_contender(name, stand, plan.items(workload, tag), logs, options)
-            results[name] = measure.figures(raw, workload)
-            r = results[name]
+            results[raw.contender] = r = measure.figures(raw, workload)
             print(
-                f"bench: {name}: {r['succeeded']} ok, {r['failed']} failed in {r['wall_s']:.1f} s, "
+                f"bench: {raw.contender}: {r['succeeded']} ok, {r['failed']} failed in {r['wall_s']:.1f} s, "
                 f"{r['cpu_ms_per_deletion']:.2f} ms CPU per deletion, {r['arm_calls']} ARM calls",
                 flush=True,
             )
@@ -118,6 +136,7 @@ def run(args: argparse.Namespace) -> dict:
         "contenders": results,
         "derived": measure.derived(results, workload),
         "started": started,
+        "app_processes": args.app_processes,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "system": platform.system()},
     }
 

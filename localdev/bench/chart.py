@@ -19,7 +19,7 @@ def render(path: Path, results: dict[str, dict], workload: dict) -> Path:
     import matplotlib.pyplot as plt
 
     names = list(results)
-    colours = [COLOURS.get(n, "#999999") for n in names]
+    colours = [COLOURS.get(n.split("×")[0], "#999999") for n in names]
     throttled = bool(workload.get("throttle"))
     panels = 5 if throttled else 4
     fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 4.6), constrained_layout=True)
@@ -32,8 +32,9 @@ def render(path: Path, results: dict[str, dict], workload: dict) -> Path:
     ax = axes[0]
     cpu = [results[n]["cpu_ms_per_deletion"] for n in names]
     ax.bar(names, cpu, color=colours)
-    if "app" in results and "noop-host" in results:
-        i = names.index("app")
+    app = next((n for n in names if n.split("×")[0] == "app"), None)
+    if app and "noop-host" in results:
+        i = names.index(app)
         ax.bar([names[i]], [results["noop-host"]["cpu_ms_per_deletion"]], color="none", hatch="//", edgecolor="black")
     _label(ax, cpu, "{:.1f}")
     ax.set_title("CPU ms per deletion\n(hatched: the host emulation's share)")

@@ -20,6 +20,7 @@ stdout; anything else that writes to stdout goes to stderr.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import resource
 import sys
@@ -67,6 +68,14 @@ class CpuWindow:
             "voluntary_switches": r1.ru_nvcsw - self._r0.ru_nvcsw,
             "involuntary_switches": r1.ru_nivcsw - self._r0.ru_nivcsw,
         }
+
+
+def log_to_file(config: dict, fmt: str = "%(asctime)s %(levelname)s %(name)s: %(message)s") -> None:
+    """The process's log records to ``config["log_file"]`` at ``config["log_level"]`` (INFO by
+    default, as the Python worker takes them)."""
+    logging.basicConfig(
+        filename=config["log_file"], filemode="w", level=getattr(logging, config.get("log_level", "INFO")), format=fmt
+    )
 
 
 def main(argv: list[str]) -> int:

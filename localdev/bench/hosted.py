@@ -10,12 +10,12 @@ handled). Log records go to a file at INFO, as the Python worker takes them at I
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
 from pathlib import Path
 
+from localdev.bench.child import log_to_file
 from localdev.functions_host import LocalHost
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,12 +23,7 @@ SUBMIT = "submit_checkpoint_deletion"
 
 
 def run(contender: str, config: dict, channel, window) -> None:
-    logging.basicConfig(
-        filename=config["log_file"],
-        filemode="w",
-        level=getattr(logging, config.get("log_level", "INFO")),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    log_to_file(config)
     if contender == "app":
         import function_app  # after the settings are in the environment, as the worker imports it
 

@@ -94,6 +94,17 @@ def seen_late(operations: list[Operation], duration: float) -> list[float]:
     return [op.completed_at - (op.created + duration) for op in operations if op.completed_at is not None]
 
 
+def per_process(records: list[RecordedRequest]) -> list[dict]:
+    """The calls of each process of a contender, told apart by the token each sent (every process
+    fetches its own from the identity endpoint), in the order of their first call."""
+    by_token: dict[str, dict] = {}
+    for record in sorted(records, key=lambda r: r.time):
+        calls = by_token.setdefault(record.token_fingerprint or "-", {"posts": 0, "gets": 0, "throttled": 0})
+        calls["posts" if record.kind == "submit" else "gets"] += 1
+        calls["throttled"] += int(record.status == 429)
+    return list(by_token.values())
+
+
 def figures(raw: Raw, workload: Workload) -> dict:
     n = workload.count
     records = raw.records
@@ -120,7 +131,9 @@ def figures(raw: Raw, workload: Workload) -> dict:
         "cpu_ms_per_deletion": cpu * 1000 / n,
         "cpu_ms_per_call": cpu * 1000 / calls if calls else None,
         "process_cpu_s": raw.rusage["cpu_user"] + raw.rusage["cpu_system"],
-        "peak_rss_mb": raw.rusage["max_rss_kb"] / 1024,
+        "processes": raw.processes,
+        "peak_rss_mb": raw.rusage["max_rss_kb"] / 1024,  # of several processes: the sum of theirs
+        "peak_rss_mb_max_process": raw.rusage.get("max_rss_kb_max", raw.rusage["max_rss_kb"]) / 1024,
         "arm_calls": calls,
         "posts": posts,
         "gets": gets,
@@ -145,6 +158,8 @@ def figures(raw: Raw, workload: Workload) -> dict:
     }
     if workload.throttle:
         out.update(sustained_post_rate(records))
+    if raw.processes > 1:
+        out["per_process"] = per_process(records)
     if raw.profile:
         out["profile"] = raw.profile
     return out
@@ -161,11 +176,16 @@ def add_ratios(results: dict[str, dict]) -> None:
         result["ratio_to_ideal"] = ratios
 
 
+def app_result(results: dict[str, dict]) -> dict | None:
+    """The app contender's figures, whether it ran as one process (``app``) or K (``app×K``)."""
+    return next((r for name, r in results.items() if name.split("×")[0] == "app"), None)
+
+
 def derived(results: dict[str, dict], workload: Workload) -> dict:
     """Figures across contenders: the app's own CPU (app less the no-op host), ARM's limit for
     one subscription with this workload."""
     out: dict = {}
-    app, noop = results.get("app"), results.get("noop-host")
+    app, noop = app_result(results), results.get("noop-host")
     if app and noop:
         own = app["cpu_ms_per_deletion"] - noop["cpu_ms_per_deletion"]
         out["app_own_cpu_ms_per_deletion"] = own

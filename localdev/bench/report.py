@@ -67,6 +67,24 @@ def markdown_table(results: dict[str, dict]) -> str:
     return "\n".join(out)
 
 
+def process_lines(name: str, result: dict) -> list[str]:
+    """A contender of several processes: what the sum hides (the largest RSS, each one's calls)."""
+    k = result.get("processes", 1)
+    if k <= 1:
+        return []
+    out = [
+        f"{name}: {k} processes on the same queues (the first runs the poll timer, the others submit and "
+        f"poison only); CPU and peak RSS are their sums: RSS {result['peak_rss_mb']:.0f} MB, the largest "
+        f"process {result['peak_rss_mb_max_process']:.0f} MB; tokens {result['tokens']} (one per process)"
+    ]
+    calls = result.get("per_process") or []
+    if calls:
+        columns = (("POSTs", "posts"), ("GETs", "gets"), ("429s", "throttled"))
+        shares = ", ".join(f"{head} " + "/".join(str(p[key]) for p in calls) for head, key in columns)
+        out.append(f"{name}: ARM calls of each process (told apart by its token): {shares}")
+    return out
+
+
 def throttle_lines(results: dict[str, dict], workload: dict, derived: dict) -> list[str]:
     if not workload.get("throttle"):
         return []
@@ -101,6 +119,7 @@ def summary_lines(results: dict[str, dict], workload: dict, derived: dict) -> li
             line += f" = {derived['app_own_cpu_vs_sdk_aio']:.2f}x sdk-aio's {results['sdk-aio']['cpu_ms_per_deletion']:.2f} ms"
         out.append(line)
     for name, r in results.items():
+        out += process_lines(name, r)
         if r.get("violations"):
             out.append(
                 f"{name}: {r['violations']} call(s) the emulator found against the spec, e.g. {r['violation_samples'][0]}"
