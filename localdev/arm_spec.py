@@ -3,8 +3,8 @@
 instance GET, the api-version, whether the body is required, and schema validators of the record's
 definitions (``VirtualMachineDeleteCheckpoint``, ``ErrorResponse``, ``VirtualMachineInstance`` ...).
 
-The record is ours, written from Microsoft's OpenAPI document of Microsoft.ScVmm; tests/test_spec_drift.py
-compares the two whenever that document is at hand."""
+The record is ours, written from Microsoft's OpenAPI document of Microsoft.ScVmm;
+tests/contract/test_spec_drift.py compares the two whenever that document is at hand."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Coverage-guided fuzzing of the request decoder (shared/request.py) with atheris.
 
 Every input is a queue message body (bytes, as the queue trigger hands it over). The check is the
-property suite's (tests/test_request_properties.py): decode_request returns a DeletionRequest or raises
+property suite's (tests/app/test_request_properties.py): decode_request returns a DeletionRequest or raises
 InvalidRequest, never anything else, and the event written for the outcome can be written. An input the
 decoder's last line of defence had to answer ("message could not be read") is a defect too.
 

@@ -366,7 +366,6 @@ def _validate(request: dict, default_request_id: str, envelope_traceparent) -> D
             known[name] = request[name]
     known.setdefault("requestId", default_request_id)
     if request.get("policy") is not None or request.get("dryRun") not in (None, False):
-        # read as a deletion, a policy request would send the body {}: refused until policies run
         problems.append(("policy", "policy requests are not run by this version of the app; nothing was deleted"))
 
     resource_uri = request.get("resourceUri")
