@@ -59,13 +59,33 @@ def topic(ca, identity):
         yield endpoint
 
 
+DRIFT_TEST = "test_record_matches_microsofts_document"
+NO_SPEC = (
+    f"Microsoft's OpenAPI document is not beside the checkout ({SPEC_DIR} is absent): {DRIFT_TEST} "
+    "(localdev/arm_operation.json against it) was deselected; every other test runs on the record"
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The drift test compares our record with Microsoft's document when that folder is there; a
+    plain clone has no such folder, and the test is left out (said in the summary), not skipped."""
+    if SPEC_DIR.is_dir():
+        return
+    drift = [item for item in items if item.name == DRIFT_TEST]
+    if drift:
+        config.hook.pytest_deselected(items=drift)
+        items[:] = [item for item in items if item.name != DRIFT_TEST]
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not SPEC_DIR.is_dir():
+        terminalreporter.write_line(NO_SPEC)
+
+
 @pytest.fixture
 def spec_dir():
     if not SPEC_DIR.is_dir():
-        pytest.skip(
-            f"Microsoft's OpenAPI document is not beside the checkout ({SPEC_DIR} is absent): "
-            "localdev/arm_operation.json is not compared with it"
-        )
+        pytest.fail(NO_SPEC)  # only reached when the drift test is run by name without the folder
     return SPEC_DIR
 
 

@@ -4,7 +4,8 @@ The emulator and the tests take the facts of deleteCheckpoint and of the VM inst
 record, so they run in every clone. When Microsoft's document is beside the checkout (the
 ``spec_dir`` fixture: ``../shared/spec``, or ``$SCVMM_SPEC_DIR``), the same facts are derived here
 from it, its common types and its examples, and must equal the record; without it that comparison
-skips, saying so. The record's own consistency is checked in every clone."""
+is deselected (tests/conftest.py says so in the summary). The record's own consistency is checked
+in every clone."""
 
 from __future__ import annotations
 
