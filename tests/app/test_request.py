@@ -258,7 +258,9 @@ def test_the_nesting_scan_is_cheap_on_a_64_kib_message():
             with contextlib.suppress(InvalidRequest):
                 decode_request(text, "m")
 
-        assert min(timeit.repeat(decode, number=1, repeat=5)) < 0.05, text[:40]
+        # about 12 ms here; a scan that went back over the text would take seconds. The bound leaves
+        # room for a machine busy with the suite's other workers.
+        assert min(timeit.repeat(decode, number=1, repeat=5)) < 0.25, text[:40]
 
 
 HUGE_INT = "9" * 60000
