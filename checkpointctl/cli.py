@@ -16,7 +16,7 @@ from azure.core.exceptions import AzureError
 from . import cmd_enqueue, cmd_failed, cmd_poison, cmd_status, cmd_watch
 from .connection import UsageError
 from .console import EXIT_FAILED, EXIT_OK, EXIT_USAGE, PROG, describe_service_error, error, note
-from .options import Formatter, close_opened
+from .options import CommandParser, Formatter, close_opened
 
 # decode_request logs a warning when it drops an invalid traceparent; enqueue says so itself, once, with
 # the line number. A NullHandler keeps Python's last-resort handler from printing the log record too.
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run `python -m checkpointctl <command> --help` for a command's options and examples; see docs/cli.md",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
-    commands = parser.add_subparsers(dest="command", metavar="<command>")
+    commands = parser.add_subparsers(dest="command", metavar="<command>", parser_class=CommandParser)
     for command in (cmd_enqueue, cmd_watch, cmd_status, cmd_poison, cmd_failed):
         command.add_parser(commands)
     return parser

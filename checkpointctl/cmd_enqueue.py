@@ -119,9 +119,10 @@ def run(args: argparse.Namespace) -> int:
     return deliver(args, prepared)
 
 
-def deliver(args: argparse.Namespace, prepared: list[Prepared]) -> int:
+def deliver(args: argparse.Namespace, prepared: list[Prepared], origins: dict[str, str] | None = None) -> int:
     """Send validated requests in order and print each requestId (or, with --json, a record) once sent;
-    with --dry-run print the messages instead and send nothing."""
+    with --dry-run print the messages instead and send nothing. `origins` maps a requestId sent to the one
+    it tries again (the --json record's `fromRequestId`)."""
     if args.dry_run:
         for item in prepared:
             out(item.text)
@@ -146,6 +147,8 @@ def deliver(args: argparse.Namespace, prepared: list[Prepared]) -> int:
             record = {"requestId": item.request_id, "messageId": message.id, "queue": where.requests_queue}
             if item.line is not None:
                 record["line"] = item.line
+            if origins and item.request_id in origins:
+                record["fromRequestId"] = origins[item.request_id]
             out(json.dumps(record, ensure_ascii=False))
         else:
             out(item.request_id)

@@ -1,4 +1,5 @@
-"""`checkpointctl failed resubmit`: send a request that ended `Failed` once more, rebuilt from its event.
+"""`checkpointctl failed`: `list` (cmd_failed_list.py; also `failed` alone) and `resubmit REQUEST_ID`,
+which sends a request that ended `Failed` once more, rebuilt from its event.
 
 The `Failed` event (contract section 4) carries what the request said: resourceUri, checkpointId,
 correlationId, requestId (and the traceparent). A failure with `InvalidRequest` is refused: the same
@@ -8,18 +9,32 @@ request would fail the same way.
 from __future__ import annotations
 
 import argparse
-import uuid
 
-from shared.events import EventStatus
-
+from . import cmd_failed_list
 from .cmd_enqueue import deliver
 from .console import EXIT_FAILED, EXIT_USAGE, error, note
-from .events import Event, human_line, parse_event, printable
-from .messages import prepare
-from .options import add_command, add_connection_options, add_group, identifier, open_queues, read_source, target
-from .queueops import PEEK_LIMIT, Scan, peek
+from .events import Event, human_line, printable
+from .failures import (
+    CONSUMED_HINT,
+    INVALID_REQUEST,
+    WOULD_FAIL_AGAIN,
+    Source,
+    add_source_options,
+    error_code,
+    error_of,
+    is_failed,
+    rebuild,
+)
+from .options import add_command, add_connection_options, add_group, identifier
 
-INVALID_REQUEST = "InvalidRequest"
+GROUP_EXAMPLES = """\
+examples:
+  python -m checkpointctl failed                         # = failed list: the Failed events, by error code
+  python -m checkpointctl failed --scan --resubmit --code RetriesExhausted
+  python -m checkpointctl failed resubmit 6f1c2b4e-...
+
+Run `python -m checkpointctl failed <list|resubmit> --help` for each one's options.
+"""
 
 EXAMPLES = """\
 examples:
@@ -44,112 +59,61 @@ def add_parser(commands) -> None:
     actions = add_group(
         commands,
         "failed",
-        help="resubmit a request that ended Failed",
-        description="Send a request that ended Failed once more, rebuilt from its Failed event.",
+        help="list the requests that ended Failed, grouped by error code, and resubmit them",
+        description="The Failed events waiting on the events queue, and their requests sent again. "
+        "Without an action: `failed list` (its options may follow `failed`).",
+        epilog=GROUP_EXAMPLES,
+        default_action="list",
     )
+    cmd_failed_list.add_parser(actions)
     resubmit = add_command(
         actions,
         "resubmit",
-        help="send the request of a Failed event again",
+        help="send the request of one Failed event again",
         description="Find the Failed event of a request and send the request again.",
         epilog=EXAMPLES,
     )
     resubmit.add_argument(
         "request_id", type=identifier("requestId"), metavar="REQUEST_ID", help="the requestId that failed"
     )
-    source = resubmit.add_mutually_exclusive_group()
-    source.add_argument(
-        "--scan",
-        action="store_true",
-        help="look through the whole events queue: events are received, hidden for at most a minute while "
-        "they are read, and made visible again (never deleted)",
-    )
-    source.add_argument(
-        "--events-file",
-        metavar="F",
-        help="find the event in F (`watch --json` output, one event a line; - reads stdin), not on the queue",
-    )
+    add_source_options(resubmit)
     resubmit.add_argument("--json", action="store_true", help="print a JSON object, as enqueue --json does")
     resubmit.add_argument("--dry-run", action="store_true", help="print the message that would be sent; send nothing")
     add_connection_options(resubmit)
     resubmit.set_defaults(run=run_resubmit)
 
 
-def _failed_of(request_id: str, message_id: str, content) -> Event | None:
-    event = parse_event(message_id, content)
-    return event if event.status == EventStatus.FAILED and event.request_id == request_id else None
-
-
-def _from_file(args: argparse.Namespace) -> Event | None:
-    for number, line in enumerate(read_source(args.events_file, "--events-file"), start=1):
-        if isinstance(line, bytes):
-            line = line.decode("utf-8-sig", errors="replace")
-        if line.strip() and (event := _failed_of(args.request_id, f"line {number}", line.strip())):
-            return event
-    error(f"no Failed event for requestId {printable(args.request_id)} in {printable(args.events_file)}")
-    return None
-
-
-def _from_queue(args: argparse.Namespace) -> Event | None:
-    where = target(args)
-    client = open_queues(args, where).client(where.events_queue)
-    peeked = peek(client)
-    if peeked is None:
-        error(f"the events queue {where.events_queue} does not exist")
-        return None
-    for message in peeked:
-        if event := _failed_of(args.request_id, message.id, message.content):
-            return event
-    if args.scan:
-        scan = Scan(client)
-        try:
-            for page in scan.pages():
-                for message in page:
-                    if event := _failed_of(args.request_id, message.id, message.content):
-                        return event
-        finally:
-            scan.release()
-        looked = f"on {where.events_queue}"
+def _find(args: argparse.Namespace) -> Event | None:
+    with Source(args) as source:
+        for event in source.events():
+            if is_failed(event) and event.request_id == args.request_id:
+                return event
+    if source.missing:
+        error(f"the events queue {source.queue} does not exist")
+    elif source.kind == "file":
+        error(f"no Failed event for requestId {printable(args.request_id)} {source.described()}")
     else:
-        looked = (
-            f"among the first {len(peeked)} visible event(s) of {where.events_queue} (a peek sees at most "
-            f"{PEEK_LIMIT}; --scan looks through the whole queue)"
-        )
-    error(
-        f"no Failed event for requestId {printable(args.request_id)} {looked}; an event that a consumer "
-        "took (watch, a Logic App) is gone from the queue: --events-file reads a saved `watch --json` output"
-    )
+        error(f"no Failed event for requestId {printable(args.request_id)} {source.described()}; {CONSUMED_HINT}")
     return None
 
 
 def run_resubmit(args: argparse.Namespace) -> int:
-    event = _from_file(args) if args.events_file is not None else _from_queue(args)
+    event = _find(args)
     if event is None:
         return EXIT_FAILED
     note(f"found: {human_line(event)}")
-    failure = event.data.get("error")
-    if isinstance(failure, dict) and failure.get("code") == INVALID_REQUEST:
+    if error_code(event) == INVALID_REQUEST:
         error(
             f"request {printable(args.request_id)} failed with {INVALID_REQUEST} "
-            f"({printable(failure.get('message') or '')}): sent again it would fail again; "
-            "correct the request and send it with `checkpointctl enqueue`"
+            f"({printable(error_of(event).get('message') or '')}): {WOULD_FAIL_AGAIN}"
         )
         error("nothing was sent")
         return EXIT_USAGE
-
-    data = event.data
-    request = {"resourceUri": data.get("resourceUri")}
-    request["requestId"] = str(uuid.uuid4())  # one terminal event per requestId: a new try is a new request
-    for field in ("checkpointId", "correlationId"):
-        if data.get(field) is not None:
-            request[field] = data[field]
-    if event.document.get("traceparent") is not None:
-        request["traceparent"] = event.document["traceparent"]
-    item, problem, warnings = prepare(request, where=f"the Failed event of {printable(args.request_id)}")
+    item, problem, warnings = rebuild(event)
     for warning in warnings:
         note(f"warning: {warning}")
     if problem is not None:
         error(f"invalid request: {problem}")
         error("nothing was sent")
         return EXIT_USAGE
-    return deliver(args, [item])
+    return deliver(args, [item], origins={item.request_id: args.request_id})

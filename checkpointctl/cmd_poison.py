@@ -1,4 +1,5 @@
-"""`checkpointctl poison list|resubmit`: look at the requests in the poison queue, and send them again.
+"""`checkpointctl poison list|resubmit` (`replay` = `resubmit`): look at the requests in the poison queue,
+and send them again.
 
 A message lands in `<requests queue>-poison` when the app's submit function failed on it five times (a
 crash, a killed worker). `list` only peeks. `resubmit` receives the chosen messages, sends each one's
@@ -37,6 +38,7 @@ examples:
   python -m checkpointctl poison resubmit --message-id 6b1e0c52-... --message-id 0f3a9d11-...
   python -m checkpointctl poison resubmit --all --json > sent.jsonl &&
       python -m checkpointctl watch --until-done-file sent.jsonl --timeout 3600
+  python -m checkpointctl poison replay --all     # replay is another name for resubmit: the same command
 
 Each chosen message's text is sent to the requests queue as it is, then deleted from the poison queue
 (a run that dies in between leaves a copy in both: the app verifies a redelivered request). A message
@@ -77,10 +79,12 @@ def add_parser(commands) -> None:
     resubmit = add_command(
         actions,
         "resubmit",
-        help="move poison messages back to the requests queue",
+        help="move poison messages back to the requests queue; `replay` is another name for it",
         description="Move poison messages back to the requests queue: send each one's text as it is, "
-        "then delete it from the poison queue.",
+        "then delete it from the poison queue. `poison replay` is another name for `poison resubmit`: "
+        "the same options, the same behaviour.",
         epilog=RESUBMIT_EXAMPLES,
+        aliases=("replay",),
     )
     which = resubmit.add_mutually_exclusive_group(required=True)
     which.add_argument("--all", action="store_true", help="every message the app can read")

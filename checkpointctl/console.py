@@ -25,6 +25,12 @@ def note(message: str) -> None:
     sys.stderr.flush()
 
 
+def say(line: str) -> None:
+    """A line for the person at the terminal, on stderr without the prefix (what --resubmit lists and asks)."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]

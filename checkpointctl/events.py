@@ -105,14 +105,15 @@ def human_line(event: Event) -> str:
 
 def json_line(event: Event) -> str:
     if event.document is not None:
-        return _one_line(event.document)
+        return compact_json(event.document)
     try:  # JSON that is not one of the app's events is passed through as it is
-        return _one_line(json.loads(event.raw))
+        return compact_json(json.loads(event.raw))
     except ValueError:
-        return _one_line({"messageId": event.message_id, "raw": event.raw})
+        return compact_json({"messageId": event.message_id, "raw": event.raw})
 
 
-def _one_line(document) -> str:
+def compact_json(document) -> str:
+    """`document` as JSON on one line, non-ASCII kept as it is when it can be written as UTF-8."""
     text = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
     try:
         text.encode("utf-8")

@@ -123,15 +123,48 @@ def read_source(path: str, flag: str) -> list:
         raise UsageError(f"{flag} {path}: {exc.strerror or exc}") from None
 
 
-def add_command(commands, name: str, *, help: str, description: str, epilog: str | None = None):
-    """A (sub)command's parser, laid out like every other."""
-    return commands.add_parser(name, formatter_class=Formatter, help=help, description=description, epilog=epilog)
+class CommandParser(argparse.ArgumentParser):
+    """The parser of a command. A command with actions may have one that runs when none is named
+    (`failed` is `failed list`): the options of that action may then follow the command's name."""
+
+    default_action: str | None = None
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self.default_action is not None and args is not None:
+            args = list(args)
+            if not args or (args[0].startswith("-") and args[0] not in ("-h", "--help")):
+                args.insert(0, self.default_action)
+        return super().parse_known_args(args, namespace)
 
 
-def add_group(commands, name: str, *, help: str, description: str):
+def add_command(
+    commands,
+    name: str,
+    *,
+    help: str,
+    description: str,
+    epilog: str | None = None,
+    aliases: tuple[str, ...] = (),
+):
+    """A (sub)command's parser, laid out like every other; `aliases` are other names for it."""
+    return commands.add_parser(
+        name, aliases=list(aliases), formatter_class=Formatter, help=help, description=description, epilog=epilog
+    )
+
+
+def add_group(
+    commands,
+    name: str,
+    *,
+    help: str,
+    description: str,
+    epilog: str | None = None,
+    default_action: str | None = None,
+):
     """A command with actions of its own (`checkpointctl NAME <action>`); the subparsers to add them to.
-    Without an action it prints its help and exits 2."""
-    group = add_command(commands, name, help=help, description=description)
+    Without an action it runs `default_action`, or without one prints its help and exits 2."""
+    group = add_command(commands, name, help=help, description=description, epilog=epilog)
+    group.default_action = default_action  # a CommandParser: the top-level subparsers make them
 
     def usage(args: argparse.Namespace) -> int:
         group.print_help(sys.stderr)

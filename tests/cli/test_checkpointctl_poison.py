@@ -222,7 +222,7 @@ def test_failed_resubmit_from_a_saved_watch_output(capsys, tmp_path, queues):
     "argv",
     [
         ["poison"],
-        ["failed"],
+        ["failed", "--limit", "0"],  # `failed` alone is `failed list` (test_checkpointctl_failed.py)
         ["poison", "list", "--limit", "0"],
         ["poison", "list", "--limit", "33"],
         ["poison", "resubmit"],
