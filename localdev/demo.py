@@ -6,7 +6,10 @@ requests (both of the spec's example shapes, operations that take several polls,
 ARM rejects, one malformed), shows live progress, prints each request's outcome and exits 0
 when every request reached the outcome it was scripted for.
 
-    python -m localdev.demo [--count N] [--timeout SECONDS]
+    python -m localdev.demo [--count N] [--timeout SECONDS] [--one-subscription] [--trace]
+
+With --trace, the app's OpenTelemetry spans and metrics go to in-memory exporters, and the
+first request's trace (an indented tree with durations) and a metrics summary are printed.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from localdev.arm_emulator import ArmEmulator, Fault, Scenario
 from localdev.azurite import Azurite
 from localdev.functions_host import LocalHost
 from localdev.identity_endpoint import IdentityEndpoint
+from localdev.trace_report import TraceCapture, print_metrics, print_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 LOG_FILE = ROOT / ".localrun" / "demo.log"
@@ -134,7 +138,7 @@ class Progress:
         self.stream.flush()
 
 
-def run(count: int, timeout: float, one_subscription: bool = False) -> int:
+def run(count: int, timeout: float, one_subscription: bool = False, trace: bool = False) -> int:
     LOG_FILE.parent.mkdir(exist_ok=True)
     logging.basicConfig(
         filename=LOG_FILE, filemode="w", level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -169,6 +173,8 @@ def run(count: int, timeout: float, one_subscription: bool = False) -> int:
         for request in requests:
             if request.kind.scenario is not None:
                 arm.script(request.resource_uri, request.kind.scenario)
+        capture = running.enter_context(TraceCapture()) if trace else None
+        metrics = None
 
         import function_app  # after the settings are in place, as the worker imports it
         from shared.queues import open_queue
@@ -188,6 +194,8 @@ def run(count: int, timeout: float, one_subscription: bool = False) -> int:
             print(f"Enqueued {count} deletion requests in {time.monotonic() - started:.1f} s")
             finished = watch(events_queue, by_id, Progress(count), started + timeout)
             elapsed = time.monotonic() - started
+            if capture is not None:
+                metrics = capture.metrics()  # while the tracking queue is there: the in-flight gauge reads it
         finally:
             host.stop()
             install_services(None)
@@ -197,6 +205,9 @@ def run(count: int, timeout: float, one_subscription: bool = False) -> int:
         violations = list(arm.violations)
 
     report(requests)
+    if capture is not None:
+        print_trace(capture.spans(), requests[0].request_id)
+        print_metrics(metrics)
     accepted = sum(1 for r in requests if r.kind.scenario is not None)
     print(
         f"\n{count} requests in {elapsed:.1f} s ({count / elapsed:.1f} requests/s); "
@@ -260,10 +271,16 @@ def main(argv: list[str] | None = None) -> int:
         help="every request in one subscription, and the ARM emulator throttling as ARM does "
         "(writes 200 + 10/s, reads 250 + 25/s): shows the app pacing itself",
     )
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="capture the app's OpenTelemetry spans and metrics in memory; print the first request's "
+        "trace as a tree with durations, and a metrics summary",
+    )
     args = parser.parse_args(argv)
     if args.count < 1:
         parser.error("--count must be at least 1")
-    return run(args.count, args.timeout, args.one_subscription)
+    return run(args.count, args.timeout, args.one_subscription, args.trace)
 
 
 if __name__ == "__main__":

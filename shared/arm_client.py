@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 
+from . import telemetry
 from .arm_answers import (
     MAX_URL,
     AnswerState,
@@ -94,9 +95,8 @@ class ArmClient:
 
     def delete_checkpoint(self, request: DeletionRequest, deadline: Deadline | None = None) -> ArmAnswer:
         body = {"id": request.checkpoint_id} if request.checkpoint_id is not None else {}
-        response = self._call(
-            "POST", self.operation_url(request.resource_uri), "writes", request.resource_uri, deadline, body
-        )
+        url = self.operation_url(request.resource_uri)
+        response = self._call("POST", url, "writes", "submit", request.resource_uri, deadline, body)
         return response if isinstance(response, ArmAnswer) else submit_answer(response)
 
     def operation_status(
@@ -105,22 +105,40 @@ class ArmClient:
         """GET a status URL (Location, or Azure-AsyncOperation when `is_async`) of an operation on `resource_uri`."""
         if not self.is_trusted(url):
             return ArmAnswer(AnswerState.FAILED, error=untrusted_operation_url(url))
-        response = self._call("GET", url, "reads", resource_uri, deadline)
+        response = self._call("GET", url, "reads", "status", resource_uri, deadline)
         return response if isinstance(response, ArmAnswer) else status_answer(response, is_async=is_async)
 
     def read_instance(self, resource_uri: str, deadline: Deadline | None = None) -> ArmAnswer:
         """GET the VM instance: SUCCEEDED with the checkpoint ids it lists, FAILED, or TRANSIENT."""
-        response = self._call("GET", self.instance_url(resource_uri), "reads", resource_uri, deadline)
+        response = self._call("GET", self.instance_url(resource_uri), "reads", "instance", resource_uri, deadline)
         return response if isinstance(response, ArmAnswer) else instance_answer(response)
 
     def _call(
-        self, method: str, url: str, kind: str, resource_uri: str | None, deadline: Deadline | None, body=None
+        self,
+        method: str,
+        url: str,
+        kind: str,
+        call: str,
+        resource_uri: str | None,
+        deadline: Deadline | None,
+        body=None,
     ) -> requests.Response | ArmAnswer:
-        """Pace, take a token and send, all within `deadline`; a failure on the way is a transient answer."""
-        connect, read = self._timeout
+        """Pace, take a token and send, all within `deadline`; a failure on the way is a transient answer.
+
+        `kind` is the rate-limit bucket (writes, reads), `call` what the call is (submit, status, instance)."""
+        connect, _ = self._timeout
         if deadline is not None and deadline.remaining() < connect + MIN_CALL_SECONDS:
             return transient(ErrorCode.OUT_OF_TIME, f"no time was left for the {method} within this step's budget")
+        tel = telemetry.current()
+        with tel.arm_span(call, method, url) as span:
+            response = self._paced_call(method, url, kind, resource_uri, deadline, body, tel)
+            tel.arm_answered(span, call, response)
+        return response
+
+    def _paced_call(self, method, url, kind, resource_uri, deadline, body, tel) -> requests.Response | ArmAnswer:
+        connect, read = self._timeout
         waited = self._pacer.wait(kind, resource_uri, max_wait=self._within(deadline, self._budgets.pacing_wait))
+        tel.arm_paced(kind, waited)
         if waited:
             logger.info("waited %.1f s to stay within ARM's %s limit for the subscription", waited, kind)
         try:

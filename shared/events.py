@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from . import telemetry
 from .cleaning import fit_event
 from .logs import get_logger
 
@@ -91,6 +92,7 @@ class EventWriter:
         self._queue.send_message(json.dumps(event, separators=(",", ":"), ensure_ascii=False), time_to_live=-1)
         if self._outbox is not None:
             self._outbox.send_message(outbox_record(event, 0), time_to_live=-1)
+        telemetry.current().event_written(event)
         error = event["data"].get("error") or {}
         logger.info(
             "event %s%s%s",

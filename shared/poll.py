@@ -15,6 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
+from . import telemetry
 from .arm_answers import DEFAULT_RETRY_AFTER, AnswerState, ArmAnswer
 from .arm_client import ArmClient
 from .budgets import DEFAULT_BUDGETS, Budgets, Deadline
@@ -149,7 +150,7 @@ class Poller:
             )
             outcomes[Outcome.UNFINISHED] += len(in_flight) + len(held)
         if outcomes:
-            logger.info("poll run: %s in %.1f s", dict(outcomes), time.monotonic() - started)
+            logger.info("poll run: %s in %.1f s", {str(k): v for k, v in outcomes.items()}, time.monotonic() - started)
         return outcomes
 
     def _take(self, wanted: int) -> list:
@@ -168,9 +169,16 @@ class Poller:
             return Outcome.DISCARDED
         if deadline.remaining() < MIN_ITEM_SECONDS:
             return Outcome.DEFERRED  # waited too long for a worker: the message reappears after its lease
+        tel = telemetry.current()
         try:
-            with request_scope(operation.requestId, operation.correlationId):
-                return self._poll_one(message, operation, deadline)
+            with request_scope(operation.requestId, operation.correlationId), tel.poll_span(operation) as span:
+                try:
+                    result = self._poll_one(message, operation, deadline)
+                except Exception:
+                    tel.ended(span, Outcome.ERROR, operation)
+                    raise
+                tel.ended(span, result.outcome if isinstance(result, Recheck) else result, operation)
+                return result
         except Exception:  # the message reappears after its lease and is polled again
             logger.exception("requestId=%s: polling failed; retried after the lease", operation.requestId)
             return Outcome.ERROR

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from azure.identity import ManagedIdentityCredential
 
+from . import telemetry
 from .arm_client import ArmClient
 from .budgets import ARM_TIMEOUT, DEFAULT_BUDGETS, EVENTGRID_TIMEOUT, IDENTITY_TIMEOUT, Budgets, Deadline
 from .eventgrid import PUBLISH_RETRY, EventGridForwarder
@@ -129,6 +130,7 @@ def build_services(
         pacer=arm_pacer,
     )
     tracking = TrackingStore(queue(settings.tracking_queue))
+    telemetry.current().watch(tracking)  # the in-flight gauge
     forwarder = outbox = None
     if settings.eventgrid_topic_endpoint:
         from azure.eventgrid import EventGridPublisherClient
@@ -172,6 +174,7 @@ def get_services() -> Services:
     with _lock:
         if _services is None:
             max_deliveries = int(queue_host_settings().get("maxDequeueCount", 5))
+            telemetry.configure_telemetry()  # once: on only with APPLICATIONINSIGHTS_CONNECTION_STRING
             _services = build_services(Settings.from_env(), max_deliveries)
         return _services
 

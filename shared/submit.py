@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
+from . import telemetry
 from .arm_answers import DEFAULT_RETRY_AFTER, AnswerState, ArmAnswer
 from .arm_client import ArmClient
 from .budgets import DEFAULT_BUDGETS, Budgets, Deadline
@@ -63,21 +64,30 @@ class Submitter:
 
     def handle(self, body: bytes | str, message_id: str, dequeue_count: int) -> Outcome:
         """Process one request message; returns the outcome's name, or raises SubmitDeferred."""
+        tel = telemetry.current()
         try:
             request = decode_request(body, message_id)
         except InvalidRequest as invalid:
-            with request_scope(invalid.fields.get("requestId"), invalid.fields.get("correlationId")):
+            scope = request_scope(invalid.fields.get("requestId"), invalid.fields.get("correlationId"))
+            with scope, tel.submit_span(invalid.fields) as span:
                 logger.warning("invalid request: %s", invalid.message)
                 error = invalid_request(invalid.message, invalid.target)
                 self._events.write(outcome_event(EventStatus.FAILED, invalid.fields, self._clock(), error))
+                tel.ended(span, Outcome.INVALID)
             return Outcome.INVALID
-        with request_scope(request.request_id, request.correlation_id):
+        facts = request_facts(request)
+        with request_scope(request.request_id, request.correlation_id), tel.submit_span(facts) as span:
             # ARM's part ends early enough to leave time for the writes that follow
             deadline = Deadline(self._budgets.submit).earlier(self._budgets.storage_reserve)
-            return self._submit(request, dequeue_count, deadline)
+            try:
+                outcome = self._submit(request, facts, dequeue_count, deadline)
+            except SubmitDeferred:
+                tel.ended(span, "deferred")
+                raise
+            tel.ended(span, outcome)
+            return outcome
 
-    def _submit(self, request: DeletionRequest, dequeue_count: int, deadline: Deadline) -> Outcome:
-        facts = request_facts(request)
+    def _submit(self, request: DeletionRequest, facts: dict, dequeue_count: int, deadline: Deadline) -> Outcome:
         answer = None
         if dequeue_count > 1:  # an earlier delivery may have reached ARM: the instance says
             verdict = verify(self._arm, request.resource_uri, request.checkpoint_id, deadline)
@@ -152,6 +162,7 @@ class Submitter:
 
     def _accepted(self, request: DeletionRequest, answer: ArmAnswer, now: float) -> Outcome:
         operation = Operation.accepted(request, answer.location, answer.async_url, now)
+        operation.traceContext = telemetry.current().trace_context()  # every status read joins this trace
         untrusted = [url for url in (answer.location, answer.async_url) if url and not self._arm.is_trusted(url)]
         if untrusted:
             # ARM has accepted the deletion, but its status URL may not be sent a token.

@@ -27,13 +27,16 @@ class Operation:
     submittedAt: float  # epoch seconds
     checkpointId: str | None = None
     correlationId: str | None = None
-    traceparent: str | None = None
+    traceparent: str | None = None  # the request's, carried into its events
     pollCount: int = 0
     transientFailures: int = 0  # in a row
     failingSince: float | None = None  # epoch seconds of the first of those failures
     lastError: dict | None = None
     followInstance: bool = False  # the status URL may not be read (401/403): the VM instance is read instead
     statusReadError: dict | None = None  # the error that made the app follow the instance
+    # The app's own trace context of the deletion (its submit span), whose trace every status read
+    # joins; never put in events. Absent from records written before it existed, or with telemetry off.
+    traceContext: str | None = None
 
     @classmethod
     def accepted(cls, request: DeletionRequest, location: str, async_url: str | None, now: float) -> Operation:
@@ -50,7 +53,10 @@ class Operation:
         )
 
     def to_message(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        record = asdict(self)
+        if record["traceContext"] is None:
+            del record["traceContext"]  # telemetry off: the record is as it was before the field
+        return json.dumps(record, separators=(",", ":"))
 
     @classmethod
     def from_message(cls, text: str) -> Operation:
@@ -66,11 +72,15 @@ class Operation:
         texts = (operation.requestId, operation.resourceUri, operation.statusUrl)
         if not all(isinstance(t, str) for t in texts) or not isinstance(operation.submittedAt, int | float):
             raise ValueError("requestId, resourceUri, statusUrl or submittedAt is missing or of the wrong type")
+        if not isinstance(operation.traceContext, str):
+            operation.traceContext = None  # only telemetry reads it: a bad one starts a new trace
         return operation
 
     def facts(self) -> dict:
-        """The request and operation facts an event reports."""
-        return asdict(self)
+        """The request and operation facts an event reports (the app's trace context is not one)."""
+        facts = asdict(self)
+        del facts["traceContext"]
+        return facts
 
 
 def visibility_delay(seconds: float | None, default: float, minimum: int = 0) -> int:
@@ -106,6 +116,10 @@ class TrackingStore:
                     "tracking message %s is not an operation record (%s): %r", message.id, exc, message.content
                 )
                 yield message, None
+
+    def approximate_count(self) -> int:
+        """The queue's approximate message count (operations in flight, visible or not)."""
+        return self._queue.get_queue_properties().approximate_message_count
 
     def reschedule(self, message, operation: Operation, delay_seconds: int) -> None:
         self._queue.update_message(message, content=operation.to_message(), visibility_timeout=delay_seconds)
