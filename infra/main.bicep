@@ -4,8 +4,11 @@
 // storage account without shared-key access (host storage, deployment package container and the
 // app's four queues), Log Analytics + Application Insights (local auth disabled) and a Flex
 // Consumption (FC1) Linux function app running Python. Grants the identity the data-plane roles it
-// needs on storage and App Insights, and "Azure Arc ScVmm VM Contributor" on the resource group (or
-// subscription) that holds the Arc-enabled SCVMM machines. No keys or connection strings are read.
+// needs on storage and App Insights, and "Azure Arc ScVmm VM Contributor" (or, with scvmmCustomRole, a
+// custom role with exactly the actions the app uses) on the resource group (or subscription) that
+// holds the Arc-enabled SCVMM machines. No keys or connection strings are read. On the Application
+// Insights component: the workbook "Checkpoint deletions" (infra/workbook.json) and three log alert
+// rules (failure rate, poisoned requests, oldest operation); docs/observability.md describes them.
 //
 // Deploy with `azd up` (parameters come from main.parameters.json and the azd environment) or with
 // `az deployment sub create --location <region> --template-file infra/main.bicep --parameters ...`.
@@ -69,6 +72,12 @@ param scvmmResourceGroupName string = ''
 @description('Subscription of those machines; empty = the deployment subscription.')
 param scvmmSubscriptionId string = ''
 
+@description('Instead of "Azure Arc ScVmm VM Contributor", give the identity a custom role with exactly Microsoft.ScVmm/virtualMachineInstances/deleteCheckpoint/action, Microsoft.ScVmm/virtualMachineInstances/read and Microsoft.ScVmm/locations/operationstatuses/read (which the built-in role lacks), defined in the SCVMM subscription and assigned at scvmmRoleScope. Creating it needs Owner or User Access Administrator on that subscription.')
+param scvmmCustomRole bool = false
+
+@description('Name of that custom role (unique in the tenant); empty = "Arc SCVMM checkpoint deletion (<function app name>)".')
+param scvmmCustomRoleName string = ''
+
 @description('ARM_ENDPOINT: ARM base URL (https). Empty = the resource manager of the cloud deployed to (environment().resourceManager, e.g. https://management.azure.com).')
 param armEndpoint string = ''
 
@@ -113,6 +122,108 @@ param eventGridTopicEndpoint string = ''
 
 @description('Resource id of that Event Grid custom topic (Microsoft.EventGrid/topics). When given, the identity gets "EventGrid Data Sender" on it. Empty = no role assignment.')
 param eventGridTopicResourceId string = ''
+
+// ---------------------------------------------------------------------------------------------
+// Alerts (app/alerts.bicep; docs/observability.md, "The workbook and the alerts")
+// ---------------------------------------------------------------------------------------------
+
+@description('Whether the three log alert rules run (they are created in any case, disabled when false).')
+param alertsEnabled bool = true
+
+@description('Resource id of an existing action group (Microsoft.Insights/actionGroups) the alerts notify; empty = none (alerts show in the portal only).')
+param alertActionGroupId string = ''
+
+@allowed([
+  'PT1M'
+  'PT5M'
+  'PT10M'
+  'PT15M'
+  'PT30M'
+  'PT45M'
+  'PT1H'
+])
+@description('How often each alert rule runs its query.')
+param alertEvaluationFrequency string = 'PT5M'
+
+@minValue(1)
+@maxValue(100)
+@description('Failure rate alert: more than this percentage of the terminal events in the window are Failed.')
+param alertFailureRatePercent int = 10
+
+@minValue(1)
+@description('Failure rate alert: a window with fewer terminal events than this is not judged.')
+param alertFailureRateMinimumRequests int = 5
+
+@allowed([
+  'PT5M'
+  'PT10M'
+  'PT15M'
+  'PT30M'
+  'PT45M'
+  'PT1H'
+  'PT2H'
+  'PT3H'
+  'PT6H'
+  'PT12H'
+  'P1D'
+])
+@description('Failure rate alert: the window (at least alertEvaluationFrequency).')
+param alertFailureRateWindow string = 'PT1H'
+
+@minValue(0)
+@maxValue(4)
+@description('Failure rate alert: severity (0 critical .. 4 verbose).')
+param alertFailureRateSeverity int = 2
+
+@minValue(0)
+@description('Poisoned requests alert: more requests than this landed in the poison queue in the window.')
+param alertPoisonedRequestsThreshold int = 0
+
+@allowed([
+  'PT5M'
+  'PT10M'
+  'PT15M'
+  'PT30M'
+  'PT45M'
+  'PT1H'
+  'PT2H'
+  'PT3H'
+  'PT6H'
+  'PT12H'
+  'P1D'
+])
+@description('Poisoned requests alert: the window (at least alertEvaluationFrequency).')
+param alertPoisonedRequestsWindow string = 'PT15M'
+
+@minValue(0)
+@maxValue(4)
+@description('Poisoned requests alert: severity.')
+param alertPoisonedRequestsSeverity int = 1
+
+@minValue(1)
+@description('Oldest operation alert: an operation still tracked is older than this many seconds.')
+param alertOldestOperationSeconds int = 3600
+
+@allowed([
+  'PT5M'
+  'PT10M'
+  'PT15M'
+  'PT30M'
+  'PT45M'
+  'PT1H'
+  'PT2H'
+  'PT3H'
+  'PT6H'
+  'PT12H'
+  'P1D'
+])
+@description('Oldest operation alert: the window (at least alertEvaluationFrequency).')
+param alertOldestOperationWindow string = 'PT15M'
+
+@minValue(0)
+@maxValue(4)
+@description('Oldest operation alert: severity.')
+param alertOldestOperationSeverity int = 2
 
 // ---------------------------------------------------------------------------------------------
 // Hosting
@@ -182,6 +293,7 @@ var eventGridDataSenderRoleId = 'd5a91429-5739-47e2-a06b-3470a27159e7' // EventG
 var scvmmSubscription = !empty(scvmmSubscriptionId) ? scvmmSubscriptionId : subscription().subscriptionId
 // An empty name would give an obscure ARM error; this one names the missing parameter instead.
 var scvmmResourceGroup = !empty(scvmmResourceGroupName) ? scvmmResourceGroupName : 'set-scvmmResourceGroupName-or-use-scvmmRoleScope-subscription'
+var scvmmCustomRoleNameValue = !empty(scvmmCustomRoleName) ? scvmmCustomRoleName : 'Arc SCVMM checkpoint deletion (${appName})'
 var scvmmRoleScopeId = scvmmRoleScope == 'subscription' ? '/subscriptions/${scvmmSubscription}' : '/subscriptions/${scvmmSubscription}/resourceGroups/${scvmmResourceGroup}'
 
 // /subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.EventGrid/topics/{name}
@@ -243,16 +355,28 @@ module rbac 'app/rbac.bicep' = {
   }
 }
 
-// "Azure Arc ScVmm VM Contributor" for the app identity: it holds
-// Microsoft.ScVmm/virtualMachineInstances/* (deleteCheckpoint/action among them). Whether reading an
-// operation's status URL needs more is not documented: docs/deploy.md says what to do on a 403.
-// Deployed at the narrowest scope chosen.
+// With scvmmCustomRole: a custom role with exactly the actions the app uses, defined in the SCVMM
+// subscription (app/scvmm-role-definition.bicep).
+module scvmmCustomRoleDefinition 'app/scvmm-role-definition.bicep' = if (scvmmCustomRole) {
+  name: 'scvmm-role-definition-${resourceToken}'
+  scope: subscription(scvmmSubscription)
+  params: {
+    roleName: scvmmCustomRoleNameValue
+  }
+}
+
+var scvmmRoleDefinitionId = scvmmCustomRole ? scvmmCustomRoleDefinition.outputs.roleDefinitionId : scvmmVmContributorRoleId
+
+// "Azure Arc ScVmm VM Contributor" for the app identity (or the custom role above): it holds
+// Microsoft.ScVmm/virtualMachineInstances/* (deleteCheckpoint/action and read among them) but not
+// Microsoft.ScVmm/locations/operationstatuses/read; when a status URL answers 401/403 the app
+// follows the VM instance instead (docs/deploy.md). Deployed at the narrowest scope chosen.
 module scvmmRoleResourceGroup 'app/role-assignment-rg.bicep' = if (scvmmRoleScope == 'resourceGroup') {
   name: 'scvmm-role-rg-${resourceToken}'
   scope: resourceGroup(scvmmSubscription, scvmmResourceGroup)
   params: {
     principalId: identity.outputs.principalId
-    roleDefinitionId: scvmmVmContributorRoleId
+    roleDefinitionId: scvmmRoleDefinitionId
     assignmentDescription: 'Checkpoint deletion function app ${appName}: deleteCheckpoint and operation status on Arc SCVMM VM instances'
   }
 }
@@ -262,7 +386,7 @@ module scvmmRoleSubscription 'app/role-assignment-subscription.bicep' = if (scvm
   scope: subscription(scvmmSubscription)
   params: {
     principalId: identity.outputs.principalId
-    roleDefinitionId: scvmmVmContributorRoleId
+    roleDefinitionId: scvmmRoleDefinitionId
     assignmentDescription: 'Checkpoint deletion function app ${appName}: deleteCheckpoint and operation status on Arc SCVMM VM instances'
   }
 }
@@ -313,6 +437,41 @@ module api 'app/function.bicep' = {
   ]
 }
 
+// The workbook "Checkpoint deletions" and the alert rules, on the Application Insights component.
+module workbook 'app/workbook.bicep' = {
+  name: 'workbook'
+  scope: rg
+  params: {
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    location: location
+    tags: tags
+  }
+}
+
+module alerts 'app/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    location: location
+    tags: tags
+    namePrefix: appName
+    enabled: alertsEnabled
+    actionGroupId: alertActionGroupId
+    evaluationFrequency: alertEvaluationFrequency
+    failureRateThresholdPercent: alertFailureRatePercent
+    failureRateMinimumRequests: alertFailureRateMinimumRequests
+    failureRateWindowSize: alertFailureRateWindow
+    failureRateSeverity: alertFailureRateSeverity
+    poisonedRequestsThreshold: alertPoisonedRequestsThreshold
+    poisonedRequestsWindowSize: alertPoisonedRequestsWindow
+    poisonedRequestsSeverity: alertPoisonedRequestsSeverity
+    oldestOperationAgeSeconds: alertOldestOperationSeconds
+    oldestOperationWindowSize: alertOldestOperationWindow
+    oldestOperationSeverity: alertOldestOperationSeverity
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Outputs (azd stores them in .azure/<env>/.env)
 // ---------------------------------------------------------------------------------------------
@@ -334,3 +493,5 @@ output CHECKPOINT_TRACKING_QUEUE string = trackingQueueName
 output CHECKPOINT_EVENTS_QUEUE string = eventsQueueName
 output ARM_ENDPOINT string = armEndpointValue
 output SCVMM_ROLE_ASSIGNMENT_SCOPE string = scvmmRoleScopeId
+output SCVMM_ROLE_DEFINITION_ID string = scvmmRoleDefinitionId
+output AZURE_MONITOR_WORKBOOK_ID string = workbook.outputs.id

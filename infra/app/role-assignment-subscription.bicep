@@ -4,7 +4,7 @@ targetScope = 'subscription'
 
 param principalId string
 
-@description('Built-in role definition id (a GUID).')
+@description('Role definition id (a GUID): a built-in role, or a custom role defined in this subscription.')
 param roleDefinitionId string
 
 @allowed([
