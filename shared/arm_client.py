@@ -42,6 +42,7 @@ PUBLIC_CLOUD_SCOPE = "https://management.azure.com/.default"
 SOVEREIGN_SUFFIXES = (".usgovcloudapi.net", ".chinacloudapi.cn")
 MIN_CALL_SECONDS = 1.0  # a call with less time left than this is not made
 MAX_ANSWER_BYTES = 1024 * 1024  # more of an answer's body is not read
+BUCKETS = {"submit": "writes", "status": "reads", "instance": "reads"}  # ARM's rate-limit bucket of each call
 
 
 def arm_scope(arm_endpoint: str) -> str:
@@ -96,7 +97,7 @@ class ArmClient:
     def delete_checkpoint(self, request: DeletionRequest, deadline: Deadline | None = None) -> ArmAnswer:
         body = {"id": request.checkpoint_id} if request.checkpoint_id is not None else {}
         url = self.operation_url(request.resource_uri)
-        response = self._call("POST", url, "writes", "submit", request.resource_uri, deadline, body)
+        response = self._call("POST", url, "submit", request.resource_uri, deadline, body)
         return response if isinstance(response, ArmAnswer) else submit_answer(response)
 
     def operation_status(
@@ -105,19 +106,18 @@ class ArmClient:
         """GET a status URL (Location, or Azure-AsyncOperation when `is_async`) of an operation on `resource_uri`."""
         if not self.is_trusted(url):
             return ArmAnswer(AnswerState.FAILED, error=untrusted_operation_url(url))
-        response = self._call("GET", url, "reads", "status", resource_uri, deadline)
+        response = self._call("GET", url, "status", resource_uri, deadline)
         return response if isinstance(response, ArmAnswer) else status_answer(response, is_async=is_async)
 
     def read_instance(self, resource_uri: str, deadline: Deadline | None = None) -> ArmAnswer:
         """GET the VM instance: SUCCEEDED with the checkpoint ids it lists, FAILED, or TRANSIENT."""
-        response = self._call("GET", self.instance_url(resource_uri), "reads", "instance", resource_uri, deadline)
+        response = self._call("GET", self.instance_url(resource_uri), "instance", resource_uri, deadline)
         return response if isinstance(response, ArmAnswer) else instance_answer(response)
 
     def _call(
         self,
         method: str,
         url: str,
-        kind: str,
         call: str,
         resource_uri: str | None,
         deadline: Deadline | None,
@@ -125,13 +125,14 @@ class ArmClient:
     ) -> requests.Response | ArmAnswer:
         """Pace, take a token and send, all within `deadline`; a failure on the way is a transient answer.
 
-        `kind` is the rate-limit bucket (writes, reads), `call` what the call is (submit, status, instance)."""
+        `call` says what the call is (submit, status, instance), and so which of ARM's rate-limit
+        buckets it draws on (BUCKETS)."""
         connect, _ = self._timeout
         if deadline is not None and deadline.remaining() < connect + MIN_CALL_SECONDS:
             return transient(ErrorCode.OUT_OF_TIME, f"no time was left for the {method} within this step's budget")
         tel = telemetry.current()
         with tel.arm_span(call, method, url) as span:
-            response = self._paced_call(method, url, kind, resource_uri, deadline, body, tel)
+            response = self._paced_call(method, url, BUCKETS[call], resource_uri, deadline, body, tel)
             tel.arm_answered(span, call, response)
         return response
 
