@@ -1,8 +1,8 @@
 """The command line: the top-level parser, and running one command with its errors turned into exit codes.
 
 Each command lives in its own module (cmd_*.py) with its parser and what it runs. Exit codes: 0 success;
-1 a request failed (watch), something named was not found, or the queue service could not be reached;
-2 bad usage (argparse errors, invalid requests, missing or malformed settings).
+1 a request failed (watch), something named was not found, or the queue service (checkpoints: ARM) could
+not be read; 2 bad usage (argparse errors, invalid requests, missing or malformed settings).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 
 from azure.core.exceptions import AzureError
 
-from . import cmd_enqueue, cmd_failed, cmd_poison, cmd_status, cmd_watch
+from . import cmd_checkpoints, cmd_enqueue, cmd_failed, cmd_poison, cmd_status, cmd_watch
 from .connection import UsageError
 from .console import EXIT_FAILED, EXIT_OK, EXIT_USAGE, PROG, describe_service_error, error, note
 from .options import CommandParser, Formatter, close_opened
@@ -72,14 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         formatter_class=Formatter,
-        description="Send checkpoint-deletion requests to the function app, follow its outcome events, "
-        "and look at its queues.",
+        description="Send checkpoint-deletion requests and retention policies to the function app, follow its "
+        "outcome events, look at its queues, and list a VM's checkpoints (read from ARM).",
         epilog="exit codes: 0 success, 1 a request failed, what was named was not found, or the queue service "
-        "could not be reached, 2 bad usage\n"
+        "(checkpoints: ARM) could not be read, 2 bad usage\n"
         "run `python -m checkpointctl <command> --help` for a command's options and examples; see docs/cli.md",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="<command>", parser_class=CommandParser)
-    for command in (cmd_enqueue, cmd_watch, cmd_status, cmd_poison, cmd_failed):
+    for command in (cmd_enqueue, cmd_watch, cmd_status, cmd_poison, cmd_failed, cmd_checkpoints):
         command.add_parser(commands)
     return parser

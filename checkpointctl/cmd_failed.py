@@ -116,4 +116,4 @@ def run_resubmit(args: argparse.Namespace) -> int:
         error(f"invalid request: {problem}")
         error("nothing was sent")
         return EXIT_USAGE
-    return deliver(args, [item], origins={item.request_id: args.request_id})
+    return deliver(args, [item], origins={item.request_id: args.request_id}, send=not args.dry_run)

@@ -286,7 +286,8 @@ def _resubmit(args: argparse.Namespace, failures: list[Event]) -> int:
     if not (args.dry_run or args.yes or _confirmed(len(plan))):
         error("nothing was sent")
         return EXIT_FAILED
-    code = deliver(args, [item for _, item in plan], {item.request_id: event.request_id for event, item in plan})
+    origins = {item.request_id: event.request_id for event, item in plan}
+    code = deliver(args, [item for _, item in plan], origins, send=not args.dry_run)
     if code == EXIT_OK and not args.dry_run:
         note(f"resubmitted {len(plan)} request(s)")
     return code

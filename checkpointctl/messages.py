@@ -1,7 +1,11 @@
 """Deletion requests as the CLI sends them: read, given a requestId, wrapped, encoded, then validated by the app.
 
 Validation is the app's own: every message is run through ``shared.request.decode_request`` exactly
-as it will be sent (envelope and encoding included), so what passes here is what the app accepts.
+as it will be sent (envelope and encoding included), so what passes here is what the app accepts. A
+retention policy request (docs/policies.md) is checked in two parts: its `policy` and `dryRun` with
+``shared.policy.parse_policy``, everything else with ``decode_request`` on the same message without them,
+so the check is the same whether or not the app's ``decode_request`` reads policies itself (before the
+app ran policies, it refused every request that carried one).
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from shared.request import DeletionRequest, InvalidRequest, decode_request, valid_traceparent
+from shared.policy import Policy, PolicyInvalid, parse_policy
+from shared.request import MAX_MESSAGE_BYTES, DeletionRequest, InvalidRequest, decode_request, valid_traceparent
 
 ENVELOPES = ("plain", "eventgrid", "cloudevents")
 ENCODINGS = ("plain", "base64")
@@ -29,6 +34,16 @@ FLAG_FOR_FIELD = {
     "correlationId": "--correlation-id",
     "traceparent": "--traceparent",
 }
+# Policy request members and the enqueue flags that set them (the rest of a policy request: FLAG_FOR_FIELD).
+POLICY_FLAG_FOR_FIELD = {
+    "policy.keepLatest": "--keep-latest",
+    "policy.namePattern": "--name-pattern",
+    "dryRun": "--dry-run",
+}
+POLICY_MEMBERS = ("policy", "dryRun")  # beside the fields every request has
+# Members the app reads from a request object; given twice in one line, they make it ambiguous: the app
+# refuses such a request, except for a traceparent, which it drops.
+_READ_ONCE = tuple(name for name in (*FLAG_FOR_FIELD, *POLICY_MEMBERS) if name != "traceparent")
 
 
 @dataclass(frozen=True)
@@ -40,7 +55,7 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        flag = FLAG_FOR_FIELD.get(self.field) if self.where == "flags" else None
+        flag = (FLAG_FOR_FIELD | POLICY_FLAG_FOR_FIELD).get(self.field) if self.where == "flags" else None
         field = f"{self.field} ({flag})" if flag else self.field
         return f"{self.where}: {field}: {self.message}"
 
@@ -54,6 +69,7 @@ class Prepared:
     request_id: str
     text: str
     request: DeletionRequest
+    policy: Policy | None = None  # a retention policy request: its policy (and dryRun)
 
 
 def read_json_lines(lines: Iterable[str | bytes]) -> Iterator[tuple[int, object | Problem]]:
@@ -71,9 +87,32 @@ def read_json_lines(lines: Iterable[str | bytes]) -> Iterator[tuple[int, object 
         if not raw.strip():
             continue
         try:
-            yield number, json.loads(raw)
+            yield number, json.loads(raw, object_pairs_hook=_object)
         except ValueError as exc:
             yield number, Problem(where, "message", f"is not valid JSON ({exc})")
+
+
+class _Repeated(dict):
+    """A JSON object that names a member more than once (the last value kept, as json does); `names`
+    holds those names, where shared.policy.parse_policy looks for them as it does in the app's objects."""
+
+    names: frozenset = frozenset()
+
+
+def _object(pairs: list) -> dict:
+    obj = dict(pairs)
+    if len(obj) == len(pairs):
+        return obj
+    seen: set = set()
+    repeated = _Repeated(obj)
+    repeated.names = frozenset(name for name, _ in pairs if name in seen or seen.add(name))
+    return repeated
+
+
+def is_policy_request(request: dict) -> bool:
+    """A request with a `policy`, or a `dryRun` other than false: checked as a retention policy request."""
+    dry_run = request.get("dryRun")
+    return request.get("policy") is not None or (dry_run is not None and dry_run is not False)
 
 
 def prepare(
@@ -85,14 +124,21 @@ def prepare(
     encoding: str = "plain",
     now: datetime | None = None,
 ) -> tuple[Prepared | None, Problem | None, list[str]]:
-    """Give the request a requestId when it has none, wrap and encode it, and validate the result.
+    """Give the request a requestId when it has none, wrap and encode it, and validate the result (a policy
+    request as the module's docstring says; `Prepared.policy` is then its policy).
 
     Returns (prepared, None, warnings) or (None, problem, warnings).
     """
     warnings: list[str] = []
     if not isinstance(request, dict):
         return None, Problem(where, "message", "must be a JSON object (one deletion request)"), warnings
-    request = dict(request)
+    if repeated := [name for name in _READ_ONCE if name in getattr(request, "names", ())]:
+        # json keeps the last of them; the app refuses the message, so the CLI never sends a guess
+        return None, Problem(where, repeated[0], f"the request has more than one member named {repeated[0]}"), warnings
+    original, request = request, dict(request)
+    if "traceparent" in getattr(original, "names", ()):
+        warnings.append(f"{where}: traceparent is given more than once; the app would drop it, so it is not sent")
+        del request["traceparent"]
     if request.get("requestId") is None:
         request["requestId"] = str(uuid.uuid4())
     request_id = request["requestId"]
@@ -100,20 +146,39 @@ def prepare(
     if traceparent is not None and not valid_traceparent(traceparent):
         warnings.append(f"{where}: traceparent {traceparent!r} is not a valid W3C traceparent; the app drops it")
 
-    document = _wrap(request, envelope, now or datetime.now(UTC))
+    now = now or datetime.now(UTC)
+    text = _encode(_wrap(request, envelope, now), encoding)
+    policy, problems = None, []
+    if is_policy_request(request):
+        shared_fields = {name: value for name, value in request.items() if name not in POLICY_MEMBERS}
+        checked = _encode(_wrap(shared_fields, envelope, now), encoding)
+        if len(text.encode("utf-8")) > MAX_MESSAGE_BYTES:
+            problems.append(("message", f"message is {len(text)} bytes; at most {MAX_MESSAGE_BYTES} are accepted"))
+    else:
+        checked = text
+    try:
+        decoded = decode_request(checked, str(request_id))
+    except InvalidRequest as invalid:
+        decoded = None
+        problems.append((invalid.target, invalid.message))
+    try:
+        policy = parse_policy(original)
+    except PolicyInvalid as invalid:
+        problems.append((invalid.target, invalid.message))
+    if problems:  # every problem named, the first one's field as the target (as the app's error says)
+        return None, Problem(where, problems[0][0], "; ".join(message for _, message in problems)), warnings
+    if decoded.request_id != request_id:  # cannot happen with the envelopes written here; never send a surprise
+        return None, Problem(where, "requestId", f"the app would read requestId {decoded.request_id!r}"), warnings
+    return Prepared(where, line, request_id, text, decoded, policy), None, warnings
+
+
+def _encode(document: dict, encoding: str) -> str:
     # ASCII only: any character is sent as a JSON escape, so no text can be unsendable (a lone surrogate)
     # or invalid in the queue service's XML; the app's JSON parser reads the escapes back.
     text = json.dumps(document, separators=(",", ":"), ensure_ascii=True)
     if encoding == "base64":
         text = base64.b64encode(text.encode("utf-8")).decode("ascii")
-
-    try:
-        decoded = decode_request(text, str(request_id))
-    except InvalidRequest as invalid:
-        return None, Problem(where, invalid.target, invalid.message), warnings
-    if decoded.request_id != request_id:  # cannot happen with the envelopes written here; never send a surprise
-        return None, Problem(where, "requestId", f"the app would read requestId {decoded.request_id!r}"), warnings
-    return Prepared(where, line, request_id, text, decoded), None, warnings
+    return text
 
 
 def _wrap(request: dict, envelope: str, now: datetime) -> dict:
