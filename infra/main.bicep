@@ -1,9 +1,9 @@
 // Azure deployment of the SCVMM checkpoint-deletion function app (azd layout, subscription scope).
 //
 // Creates one resource group with: a user-assigned managed identity (used for everything), a
-// storage account without shared-key access (host storage, deployment package container and the
-// app's four queues), Log Analytics + Application Insights (local auth disabled) and a Flex
-// Consumption (FC1) Linux function app running Python. Grants the identity the data-plane roles it
+// storage account without shared-key access (host storage, deployment package container, the
+// app's four queues and its table of VM turns), Log Analytics + Application Insights (local auth
+// disabled) and a Flex Consumption (FC1) Linux function app running Python. Grants the identity the data-plane roles it
 // needs on storage and App Insights, and "Azure Arc ScVmm VM Contributor" (or, with scvmmCustomRole, a
 // custom role with exactly the actions the app uses) on the resource group (or subscription) that
 // holds the Arc-enabled SCVMM machines. No keys or connection strings are read. On the Application
@@ -102,6 +102,11 @@ param trackingQueueName string = 'checkpoint-delete-tracking'
 @maxLength(52) // so that '<name>-outbox' and '<name>-deadletter' are still valid queue names
 @description('CHECKPOINT_EVENTS_QUEUE: where outcome events (CloudEvents JSON) go. With Event Grid, its outbox queue <name>-outbox and dead-letter queue <name>-deadletter are created too.')
 param eventsQueueName string = 'checkpoint-delete-events'
+
+@minLength(3)
+@maxLength(63)
+@description('CHECKPOINT_TURNS_TABLE: the table that keeps one operation per VM at a time and retention policy runs (3-63 letters and digits, a letter first); created by the app if missing, and by this template.')
+param turnsTableName string = 'checkpointturns'
 
 @description('POLL_SCHEDULE: NCRONTAB (six fields, seconds first, UTC) of the polling timer. Empty = every 15 seconds.')
 param pollSchedule string = '*/15 * * * * *'
@@ -340,6 +345,9 @@ module storage 'app/storage.bicep' = {
     tags: tags
     deploymentContainerName: deploymentContainerName
     queueNames: allQueueNames
+    tableNames: [
+      turnsTableName
+    ]
   }
 }
 
@@ -423,6 +431,7 @@ module api 'app/function.bicep' = {
     requestsQueueName: requestsQueueName
     trackingQueueName: trackingQueueName
     eventsQueueName: eventsQueueName
+    turnsTableName: turnsTableName
     armEndpoint: armEndpointValue
     armApiVersion: armApiVersion
     pollSchedule: pollScheduleValue
@@ -483,6 +492,7 @@ output AZURE_FUNCTION_APP_NAME string = api.outputs.name
 output SERVICE_API_NAME string = api.outputs.name
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_STORAGE_QUEUE_ENDPOINT string = storage.outputs.queueEndpoint
+output AZURE_STORAGE_TABLE_ENDPOINT string = storage.outputs.tableEndpoint
 output AZURE_MANAGED_IDENTITY_NAME string = identity.outputs.name
 output AZURE_MANAGED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
 output AZURE_MANAGED_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
@@ -491,6 +501,7 @@ output CHECKPOINT_REQUESTS_QUEUE string = requestsQueueName
 output CHECKPOINT_POISON_QUEUE string = poisonQueueName
 output CHECKPOINT_TRACKING_QUEUE string = trackingQueueName
 output CHECKPOINT_EVENTS_QUEUE string = eventsQueueName
+output CHECKPOINT_TURNS_TABLE string = turnsTableName
 output ARM_ENDPOINT string = armEndpointValue
 output SCVMM_ROLE_ASSIGNMENT_SCOPE string = scvmmRoleScopeId
 output SCVMM_ROLE_DEFINITION_ID string = scvmmRoleDefinitionId

@@ -29,6 +29,7 @@ param instanceMemoryMB int = 2048
 param requestsQueueName string
 param trackingQueueName string
 param eventsQueueName string
+param turnsTableName string
 param armEndpoint string
 param armApiVersion string
 param pollSchedule string
@@ -98,7 +99,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       appSettings: [
         // Functions host storage, identity-based (no connection string): the queue triggers and
         // the app's queue clients use the queue service, the host uses blob for leases and the
-        // timer's schedule status.
+        // timer's schedule status, the app keeps its VM turns and policy runs in a table.
         {
           name: 'AzureWebJobsStorage__blobServiceUri'
           value: storage.properties.primaryEndpoints.blob
@@ -106,6 +107,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'AzureWebJobsStorage__queueServiceUri'
           value: storage.properties.primaryEndpoints.queue
+        }
+        {
+          name: 'AzureWebJobsStorage__tableServiceUri'
+          value: storage.properties.primaryEndpoints.table
         }
         // The account name too, next to the service URIs, as the Azure-Samples Flex Consumption
         // templates set it.
@@ -143,6 +148,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'CHECKPOINT_EVENTS_QUEUE'
           value: eventsQueueName
+        }
+        {
+          name: 'CHECKPOINT_TURNS_TABLE'
+          value: turnsTableName
         }
         {
           name: 'ARM_ENDPOINT'

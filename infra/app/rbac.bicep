@@ -20,6 +20,9 @@ param userPrincipalType string = 'User'
 var roles = {
   // Host triggers and the app's clients: read, add, update, delete queue messages; create queues.
   storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
+  // The app's table of VM turns and policy runs: read, add, update, delete entities; create the
+  // table if it is missing.
+  storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
   // Host storage (blob leases for the timer singleton and schedule status, host locks) and the
   // Flex Consumption deployment package container.
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
@@ -43,6 +46,17 @@ resource identityQueueDataContributor 'Microsoft.Authorization/roleAssignments@2
     principalId: identityPrincipalId
     principalType: 'ServicePrincipal'
     description: 'Checkpoint deletion app: queue triggers, tracking and events queues'
+  }
+}
+
+resource identityTableDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, identityPrincipalId, roles.storageTableDataContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageTableDataContributor)
+    principalId: identityPrincipalId
+    principalType: 'ServicePrincipal'
+    description: 'Checkpoint deletion app: table of VM turns and policy runs'
   }
 }
 

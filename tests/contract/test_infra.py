@@ -18,6 +18,7 @@ import pytest
 from shared.settings import DEFAULTS, IDENTITY_STORAGE_SETTINGS, SETTING_NAMES, STORAGE_SETTING, Settings
 from tests.support.bicep import (
     BicepReadError,
+    _skip_balanced,
     app_settings,
     check_balanced,
     declared_names,
@@ -41,6 +42,7 @@ INFRA = ROOT / "infra"
 MAIN = INFRA / "main.bicep"
 FUNCTION = INFRA / "app" / "function.bicep"
 STORAGE = INFRA / "app" / "storage.bicep"
+RBAC = INFRA / "app" / "rbac.bicep"
 PARAMETERS = INFRA / "main.parameters.json"
 AZURE_YAML = ROOT / "azure.yaml"
 WORKFLOW = ROOT / ".github" / "workflows" / "infra.yml"
@@ -65,9 +67,19 @@ FLEX_DEPRECATED_SETTINGS = {
 ROLE_DEFINITIONS = {
     "974c5e8b-45b9-4653-ba55-5f855dd0fb88": "Storage Queue Data Contributor",
     "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": "Storage Blob Data Owner",
+    "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3": "Storage Table Data Contributor",
     "3913510d-42f4-4e42-8a64-420c390055eb": "Monitoring Metrics Publisher",
     "e582369a-e17b-42a5-b10c-874c387c530b": "Azure Arc ScVmm VM Contributor",
     "d5a91429-5739-47e2-a06b-3470a27159e7": "EventGrid Data Sender",
+}
+
+# What the app's identity holds on its storage account (docs/deploy.md, "Roles, and why each is
+# needed"): the queues; host storage and the deployment package; the table of VM turns and policy
+# runs (shared/vm_turns.py, shared/policy_runs.py), which the app also creates if missing.
+IDENTITY_STORAGE_ROLES = {
+    "974c5e8b-45b9-4653-ba55-5f855dd0fb88": "Storage Queue Data Contributor",
+    "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": "Storage Blob Data Owner",
+    "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3": "Storage Table Data Contributor",
 }
 
 SECRET_PATTERNS = [
@@ -217,6 +229,7 @@ def test_storage_is_identity_based():
     assert values["AzureWebJobsStorage__clientId"] == values["AZURE_CLIENT_ID"] == "identityClientId"
     assert values["AzureWebJobsStorage__queueServiceUri"].endswith("primaryEndpoints.queue")
     assert values["AzureWebJobsStorage__blobServiceUri"].endswith("primaryEndpoints.blob")
+    assert values["AzureWebJobsStorage__tableServiceUri"] == "storage.properties.primaryEndpoints.table"
     assert values["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "'ClientId=${identityClientId};Authorization=AAD'"
     assert not FLEX_DEPRECATED_SETTINGS & set(values)
 
@@ -289,6 +302,80 @@ def test_role_definition_is_assigned(role_id, role_name):
     assert any("Microsoft.Authorization/roleAssignments@" in read(p) for p in files) or role_id in read(MAIN)
 
 
+def role_assignments(text: str) -> dict[str, dict[str, str]]:
+    """symbol -> `key: value` lines (nested ones too) of each Microsoft.Authorization/roleAssignments
+    resource in a Bicep file; a key that appears twice in one resource is an error."""
+    code = strip_comments(text)
+    found = {}
+    head = r"^resource\s+(\w+)\s+'Microsoft\.Authorization/roleAssignments@[^']+'\s*=\s*(?:if\s*\(.*?\)\s*)?\{"
+    for m in re.finditer(head, code, re.MULTILINE):
+        start = m.end() - 1
+        body = code[start + 1 : _skip_balanced(code, start) - 1]
+        props: dict[str, str] = {}
+        for key, value in re.findall(r"^\s*(\w+):\s*(.+?)\s*$", body, re.MULTILINE):
+            assert key not in props, f"{m.group(1)}: {key} twice"
+            props[key] = value
+        found[m.group(1)] = props
+    return found
+
+
+def role_ids(text: str) -> dict[str, str]:
+    """The `var roles = { key: '<role definition id>' }` of a Bicep file."""
+    m = re.search(r"^var roles = \{(.*?)^\}", strip_comments(text), re.MULTILINE | re.DOTALL)
+    assert m, "var roles = {...} not found"
+    return {
+        key: string_literal(value) for key, value in re.findall(r"^\s*(\w+):\s*(.+?)\s*$", m.group(1), re.MULTILINE)
+    }
+
+
+def identity_storage_roles(text: str) -> set[str]:
+    """Role definition ids assigned to the app identity on the storage account in rbac.bicep, each
+    checked for the form the file uses (guid name, ServicePrincipal, a description)."""
+    roles = role_ids(text)
+    assigned = set()
+    for symbol, props in role_assignments(text).items():
+        if props.get("principalId") != "identityPrincipalId" or props.get("scope") != "storage":
+            continue
+        m = re.fullmatch(
+            r"subscriptionResourceId\('Microsoft\.Authorization/roleDefinitions', roles\.(\w+)\)",
+            props.get("roleDefinitionId", ""),
+        )
+        assert m and m.group(1) in roles, f"{symbol}: roleDefinitionId {props.get('roleDefinitionId')}"
+        assert props.get("name") == f"guid(storage.id, identityPrincipalId, roles.{m.group(1)})", symbol
+        assert props.get("principalType") == "'ServicePrincipal'", symbol
+        assert (string_literal(props.get("description", "")) or "").startswith("Checkpoint deletion app: "), symbol
+        assigned.add(roles[m.group(1)])
+    return assigned
+
+
+def test_the_identity_holds_the_storage_roles_the_app_needs():
+    text = read(RBAC)
+    assert identity_storage_roles(text) == set(IDENTITY_STORAGE_ROLES)
+    assert role_ids(text)["storageTableDataContributor"] == "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"
+    modules = module_blocks(read(MAIN))
+    assert modules["rbac"][0] == "app/rbac.bicep"
+    rbac = module_params(modules["rbac"][1])
+    assert rbac["storageAccountName"] == "storage.outputs.name"
+    assert rbac["identityPrincipalId"] == "identity.outputs.principalId"
+    # the host starts as soon as the site exists: its roles are in place by then
+    assert re.search(r"dependsOn:\s*\[\s*rbac\s*\]", modules["api"][1])
+
+
+def test_the_check_reports_a_removed_table_role():
+    text = read(RBAC)
+    removed, count = re.subn(
+        r"^resource identityTableDataContributor .*?^\}\n", "", text, flags=re.MULTILINE | re.DOTALL
+    )
+    assert count == 1
+    assert identity_storage_roles(removed) == set(IDENTITY_STORAGE_ROLES) - {"0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"}
+    elsewhere = text.replace(
+        "name: guid(storage.id, identityPrincipalId, roles.storageTableDataContributor)\n  scope: storage",
+        "name: guid(storage.id, identityPrincipalId, roles.storageTableDataContributor)\n  scope: applicationInsights",
+    )
+    assert elsewhere != text
+    assert "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3" not in identity_storage_roles(elsewhere)
+
+
 def test_scvmm_role_scope_is_a_resource_group_or_the_subscription():
     code = strip_comments(read(MAIN))
     m = re.search(
@@ -341,6 +428,31 @@ def test_the_queues_created_are_the_queues_the_app_is_told():
         assert values[setting] == param  # and the module sets it as the app setting
     storage = strip_comments(read(STORAGE))
     assert re.search(r"queueServices/queues@[\d-]+' = \[for queueName in queueNames: \{", storage)
+
+
+def test_the_turns_table_is_the_one_the_app_is_told():
+    main = read(MAIN)
+    default = string_literal(params(main)["turnsTableName"])
+    assert default == DEFAULTS["CHECKPOINT_TURNS_TABLE"]
+    # a name the app accepts (3-63 letters and digits, a letter first) and the decorators that bound it
+    settings = Settings.from_env(
+        {f"{STORAGE_SETTING}__queueServiceUri": "https://st.queue.core.windows.net", "CHECKPOINT_TURNS_TABLE": default}
+    )
+    assert settings.turns_table == default
+    assert re.search(r"@minLength\(3\)\n@maxLength\(63\)\n(?:@.*\n)*param turnsTableName string", strip_comments(main))
+    parameters = json.loads(read(PARAMETERS))["parameters"]
+    assert parameters["turnsTableName"]["value"] == "${CHECKPOINT_TURNS_TABLE=checkpointturns}"
+    modules = module_blocks(main)
+    assert module_params(modules["api"][1])["turnsTableName"] == "turnsTableName"
+    values = dict(app_settings(read(FUNCTION)))
+    assert values["CHECKPOINT_TURNS_TABLE"] == "turnsTableName"
+    # the template creates it too (the app would on its first start)
+    tables = module_params(modules["storage"][1])["tableNames"]
+    assert tables.startswith("[") and tables.endswith("]")
+    assert split_items(tables[1:-1]) == ["turnsTableName"]
+    storage = strip_comments(read(STORAGE))
+    assert re.search(r"tableServices/tables@[\d-]+' = \[for tableName in tableNames: \{", storage)
+    assert "CHECKPOINT_TURNS_TABLE" in outputs(main)
 
 
 def test_the_event_grid_outbox_queue_is_the_one_the_app_uses():
@@ -450,6 +562,7 @@ def test_main_is_subscription_scoped_and_outputs_what_azd_needs():
         "AZURE_STORAGE_ACCOUNT_NAME",
         "CHECKPOINT_REQUESTS_QUEUE",
         "CHECKPOINT_EVENTS_QUEUE",
+        "CHECKPOINT_TURNS_TABLE",
     } <= outputs(code)
     assert "'azd-service-name': 'api'" in code
 
