@@ -222,6 +222,12 @@ class ArmEmulator(LoopbackService):
         instance GET, it settles the VM's operations that are due by time first."""
         return self._instances.ids(resource_uri)
 
+    @property
+    def overlaps(self) -> int:
+        """deleteCheckpoint POSTs that came while another operation ran on the same VM (each a 409
+        with ``one_job_per_vm``): 0 for a client that keeps to one operation per VM."""
+        return self._instances.overlaps
+
     def checkpoint_exists(self, resource_uri: str, checkpoint_id: str) -> bool:
         return self._instances.exists(resource_uri, checkpoint_id)
 

@@ -85,6 +85,9 @@ class VmInstances:
         self._running: dict[str, list[Operation]] = {}
         self._fault_progress: dict[str, tuple[Scenario, int]] = {}
         self.deletions: list[Deletion] = []
+        # POSTs that came while another operation ran on the same VM (refused with 409 or not): a
+        # client that keeps to one operation per VM makes none
+        self.overlaps = 0
 
     # ---- definition ------------------------------------------------------------------------------
     def define(self, resource_uri: str, checkpoints: list[str | dict]) -> None:
@@ -124,6 +127,7 @@ class VmInstances:
         with self._lock:
             self.deletions.clear()
             self._fault_progress.clear()
+            self.overlaps = 0
 
     def forget(self) -> None:
         """Forget everything: instances, running operations, deletions."""
@@ -192,6 +196,8 @@ class VmInstances:
             if inst is None and not one_job_per_vm:
                 return None
             busy = self.settle(resource_uri, now)
+            if busy is not None:
+                self.overlaps += 1
             if inst is not None and checkpoint_id is not None and checkpoint_id not in (c.id for c in inst.checkpoints):
                 return Reply.error(
                     404,

@@ -1,8 +1,9 @@
-"""Start and stop a private Azurite queue service on 127.0.0.1 for local runs and tests.
+"""Start and stop a private Azurite (queue and table services) on 127.0.0.1 for local runs and tests.
 
 The emulator comes from the repo's own npm package (``npm ci`` in the repo root installs it as
-``node_modules/.bin/azurite-queue``). Each :class:`Azurite` listens on its own free loopback
-port and is stopped by process id::
+``node_modules/.bin/azurite``). Each :class:`Azurite` listens on its own free loopback ports (one
+per service: queues, tables, and blobs, which the app does not use but Azurite always serves)
+and is stopped by process id::
 
     with Azurite() as azurite:
         client = QueueServiceClient.from_connection_string(azurite.connection_string)
@@ -35,7 +36,7 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-AZURITE_BIN = REPO_ROOT / "node_modules" / ".bin" / "azurite-queue"
+AZURITE_BIN = REPO_ROOT / "node_modules" / ".bin" / "azurite"
 
 ACCOUNT_NAME = "devstoreaccount1"
 # Azurite's documented, public development account key (not a secret).
@@ -64,7 +65,7 @@ def _port_answers(port: int) -> bool:
 
 
 class Azurite:
-    """A private Azurite queue service (``azurite-queue``) on a free 127.0.0.1 port.
+    """A private Azurite (``azurite``: queues, tables, blobs) on free 127.0.0.1 ports.
 
     :param persist_dir: keep queues and messages in this folder (created if missing, never
         removed) instead of in memory; its log is appended to ``azurite.log`` there.
@@ -84,6 +85,7 @@ class Azurite:
         self.persist_dir = Path(persist_dir).resolve() if persist_dir else None
         self._proc: subprocess.Popen[bytes] | None = None
         self._port: int | None = None
+        self._table_port: int | None = None
         self._workdir: str | None = None
         self._log_path: str | None = None
         self._log_offset = 0
@@ -106,12 +108,23 @@ class Azurite:
         return f"http://{HOST}:{self.port}/{ACCOUNT_NAME}"
 
     @property
+    def table_port(self) -> int:
+        if self._table_port is None:
+            raise AzuriteError("Azurite is not running: call start() first")
+        return self._table_port
+
+    @property
+    def table_endpoint(self) -> str:
+        return f"http://{HOST}:{self.table_port}/{ACCOUNT_NAME}"
+
+    @property
     def connection_string(self) -> str:
         return (
             "DefaultEndpointsProtocol=http;"
             f"AccountName={ACCOUNT_NAME};"
             f"AccountKey={ACCOUNT_KEY};"
             f"QueueEndpoint={self.queue_endpoint};"
+            f"TableEndpoint={self.table_endpoint};"
         )
 
     @property
@@ -119,8 +132,9 @@ class Azurite:
         return self._proc is not None and self._proc.poll() is None
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def start(self, port: int | None = None) -> Azurite:
-        """Start Azurite; on ``port`` when given and free, else on a free port."""
+    def start(self, port: int | None = None, table_port: int | None = None) -> Azurite:
+        """Start Azurite; its queues on ``port`` and tables on ``table_port`` when given and free,
+        else on free ports."""
         if self.running:
             return self
         if not (self.binary.exists() and os.access(self.binary, os.X_OK)):
@@ -141,6 +155,7 @@ class Azurite:
         last_error = ""
         for attempt in range(3):  # a port taken between choosing and binding: pick another
             chosen = port if (port is not None and attempt == 0) else _free_port()
+            tables = table_port if (table_port is not None and attempt == 0) else _free_port()
             with open(self._log_path, "ab") as log:
                 self._log_offset = log.tell()
                 self._proc = subprocess.Popen(
@@ -150,6 +165,14 @@ class Azurite:
                         HOST,
                         "--queuePort",
                         str(chosen),
+                        "--tableHost",
+                        HOST,
+                        "--tablePort",
+                        str(tables),
+                        "--blobHost",
+                        HOST,
+                        "--blobPort",
+                        "0",  # Azurite picks a free one; nothing here uses blobs
                         "--skipApiVersionCheck",
                         "--disableTelemetry",
                         *storage,
@@ -162,7 +185,7 @@ class Azurite:
                     stderr=subprocess.STDOUT,
                     start_new_session=True,  # a terminal's Ctrl-C goes to us; we stop it by pid
                 )
-            self._port = chosen
+            self._port, self._table_port = chosen, tables
             _LIVE.add(self._proc)
             deadline = time.monotonic() + self.start_timeout
             while time.monotonic() < deadline:
@@ -170,7 +193,9 @@ class Azurite:
                     break
                 # Ready when the port answers and Azurite itself says it listens there (not some
                 # other process that took the port between our choosing and its binding).
-                if _port_answers(chosen) and f":{chosen}" in self._read_log() and self._proc.poll() is None:
+                log = self._read_log()
+                listening = all(_port_answers(p) and f":{p}" in log for p in (chosen, tables))
+                if listening and self._proc.poll() is None:
                     return self
                 time.sleep(0.05)
             last_error = self._read_log()
@@ -179,7 +204,7 @@ class Azurite:
             if not exited:
                 self._cleanup_dir()
                 raise AzuriteError(
-                    f"Azurite did not answer on {HOST}:{chosen} within {self.start_timeout:.0f} s. "
+                    f"Azurite did not answer on {HOST}:{chosen} and :{tables} within {self.start_timeout:.0f} s. "
                     f"If node_modules is missing or stale, run `npm ci` in {REPO_ROOT}. Output:\n{last_error}"
                 )
             if "EADDRINUSE" not in last_error:
@@ -209,12 +234,12 @@ class Azurite:
         """Stop (or :meth:`kill`) and start again, on the same port when it is still free.
 
         With ``persist_dir`` every queue and message saved before the stop is there again."""
-        port = self._port
+        port, table_port = self._port, self._table_port
         if kill:
             self.kill(durable=durable)
         else:
             self.stop()
-        return self.start(port=port)
+        return self.start(port=port, table_port=table_port)
 
     def __enter__(self) -> Azurite:
         return self.start()
@@ -225,7 +250,7 @@ class Azurite:
     # -- internals ----------------------------------------------------------------------------
     def _end(self, force: bool) -> None:
         proc, self._proc = self._proc, None
-        self._port = None
+        self._port = self._table_port = None
         if proc is not None:
             _terminate(proc, 0.0 if force else self.stop_timeout)
 

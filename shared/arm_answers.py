@@ -48,7 +48,11 @@ class ArmAnswer:
     retry_after: float | None = None
     error: dict | None = None
     checkpoints: frozenset[str] | None = None  # an instance read: the checkpoint ids it lists
+    entries: tuple[dict, ...] | None = None  # an instance read: its checkpoints (id, name, parent), as listed
     verified: dict | None = None  # the verification facts, when reading the instance decided the outcome
+
+
+MAX_NAME = 1024  # longer than any checkpointID a request may name (256) or pattern may match
 
 
 def transient(code: ErrorCode, message: str, status: int | None = None, retry_after: float | None = None) -> ArmAnswer:
@@ -68,7 +72,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if not value:
         return None
     value = value.strip()[:64]
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit() alone takes "²", which int() refuses
         return min(MAX_RETRY_AFTER, float(int(value[:9])) if len(value) <= 9 else MAX_RETRY_AFTER)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -87,7 +91,7 @@ def header_url(response: requests.Response, name: str) -> str | None:
 def _json(response: requests.Response):
     try:
         return response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
         return None
 
 
@@ -140,10 +144,11 @@ def instance_answer(response: requests.Response) -> ArmAnswer:
     """The VM instance GET's answer: SUCCEEDED with the checkpoint ids it lists, FAILED, or TRANSIENT."""
     status = response.status_code
     if status == 200:
-        checkpoints = _checkpoint_ids(_json(response))
+        body = _json(response)
+        checkpoints = _checkpoint_ids(body)
         if checkpoints is None:
             return transient(ErrorCode.OPERATION_FAILED, "unreadable VM instance body", 200)
-        return ArmAnswer(AnswerState.SUCCEEDED, 200, checkpoints=checkpoints)
+        return ArmAnswer(AnswerState.SUCCEEDED, 200, checkpoints=checkpoints, entries=_checkpoint_entries(body))
     return _unsuccessful(response)
 
 
@@ -162,13 +167,28 @@ def _unsuccessful(response: requests.Response) -> ArmAnswer:
 
 def _checkpoint_ids(body) -> frozenset[str] | None:
     """The checkpointIDs of `properties.infrastructureProfile.checkpoints`, or None when unreadable."""
-    profile = body.get("properties", {}).get("infrastructureProfile") if isinstance(body, dict) else None
+    properties = body.get("properties") if isinstance(body, dict) else None
+    profile = properties.get("infrastructureProfile") if isinstance(properties, dict) else None
     if not isinstance(profile, dict):
         return None
     checkpoints = profile.get("checkpoints", [])
     if not isinstance(checkpoints, list):
         return None
-    return frozenset(c["checkpointID"] for c in checkpoints if isinstance(c, dict) and "checkpointID" in c)
+    return frozenset(
+        c["checkpointID"] for c in checkpoints if isinstance(c, dict) and isinstance(c.get("checkpointID"), str)
+    )
+
+
+def _checkpoint_entries(body) -> tuple[dict, ...]:
+    """The listed checkpoints with only what a policy reads (checkpointID, name, parentCheckpointID),
+    strings only; an over-long name is cut (it can then match no pattern of at most 256 characters)."""
+    entries = body["properties"]["infrastructureProfile"].get("checkpoints", [])
+    kept = []
+    for entry in entries:
+        if isinstance(entry, dict):
+            fields = {k: entry.get(k) for k in ("checkpointID", "name", "parentCheckpointID")}
+            kept.append({k: v[:MAX_NAME] for k, v in fields.items() if isinstance(v, str)})
+    return tuple(kept)
 
 
 def _async_status(body, retry_after: float | None) -> ArmAnswer:

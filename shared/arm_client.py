@@ -162,7 +162,7 @@ class ArmClient:
         if response.status_code == 429:
             pause = parse_retry_after(response.headers.get("Retry-After"))
             pause = min(60.0, pause) if pause is not None else 1.0
-        left = float(int(remaining[:9])) if remaining.isdigit() else None
+        left = float(int(remaining[:9])) if remaining.isascii() and remaining.isdigit() else None
         self._pacer.observe(kind, resource_uri, left, pause)
 
     @staticmethod

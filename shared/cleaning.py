@@ -129,9 +129,15 @@ def fit_event(event: dict, max_bytes: int = MAX_EVENT_BYTES) -> dict:
                 continue
             if member in ("details", "additionalInfo"):
                 error[member] = []
-                error["message"] = f"{error.get('message') or ''} {CUT} ({member})"
+                error["message"] = _with_note(error.get("message") or "", f" {CUT} ({member})")
             else:
                 error[member] = clean_text(str(error[member]), 512)
         if event_size(event) < max_bytes:
             return event
     return event
+
+
+def _with_note(text: str, note: str, max_bytes: int = MAX_TEXT_BYTES) -> str:
+    """`text` followed by `note`, the whole at most `max_bytes` of UTF-8 (`text` is cut to make room)."""
+    room = max_bytes - len(note.encode("utf-8"))
+    return clean_text(text, room) + note

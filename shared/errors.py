@@ -20,6 +20,8 @@ class ErrorCode(StrEnum):
     UNTRUSTED_OPERATION_URL = "UntrustedOperationUrl"
     OPERATION_FAILED = "OperationFailed"  # a failure with no ARM error body
     OPERATION_CANCELED = "OperationCanceled"
+    # a policy request's Failed event (ScVmm.CheckpointPolicy.Failed)
+    POLICIES_UNAVAILABLE = "PoliciesUnavailable"  # no table service: policies cannot run
     # transient failures (the last error of a RetriesExhausted)
     TIMEOUT = "Timeout"
     CONNECTION_ERROR = "ConnectionError"
@@ -49,7 +51,8 @@ def retries_exhausted(last_error: dict | None, tries: str) -> dict:
     """RetriesExhausted, saying how many tries were made and carrying the last error seen."""
     error = app_error(ErrorCode.RETRIES_EXHAUSTED, f"transient failures did not stop within the retry budget ({tries})")
     if last_error:
-        error["message"] += f"; last error: {last_error.get('code')}: {last_error.get('message')}"
+        message = f"{error['message']}; last error: {last_error.get('code')}: {last_error.get('message')}"
+        error["message"] = clean_text(message)  # at most 4 KiB, as every string of an event
         error["details"] = [last_error]
     return error
 

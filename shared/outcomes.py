@@ -14,6 +14,10 @@ class Outcome(StrEnum):
     FAILED = "failed"  # Failed emitted
     RETRIES_EXHAUSTED = "retries-exhausted"  # Failed/RetriesExhausted emitted
     UNTRUSTED_OPERATION_URL = "untrusted-operation-url"  # Accepted, then Failed/UntrustedOperationUrl
+    WAITING = "waiting"  # its VM is busy: it waits its turn (shared/vm_turns.py), the message is consumed
+    POLICY_STARTED = "policy-started"  # a policy run's deletions were queued on the VM
+    POLICY_COMPLETED = "policy-completed"  # ScVmm.CheckpointPolicy.Completed emitted (dry run, nothing to delete)
+    POLICY_FAILED = "policy-failed"  # ScVmm.CheckpointPolicy.Failed emitted
     # poll: what became of one status read of a tracked operation
     RUNNING = "running"  # read again later (held in the run or back on the queue)
     TRANSIENT = "transient"  # a transient failure; read again later

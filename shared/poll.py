@@ -24,9 +24,11 @@ from .errors import ErrorCode, operation_timed_out, retries_exhausted, untrusted
 from .events import EventStatus, EventWriter, outcome_event
 from .logs import get_logger, request_scope
 from .outcomes import Outcome
+from .policy_runs import FAILED, SUCCEEDED
 from .retry import POLL_RETRY, RetryPolicy
 from .tracking import Operation, TrackingStore, visibility_delay
 from .verification import ABSENT, PRESENT, UNREADABLE_NOW, verified_absent, verify
+from .vm_turns import VmTurns
 
 logger = get_logger(__name__)
 
@@ -57,7 +59,7 @@ class Poller:
     """The poll step (timer trigger): reads the status URLs of due tracked operations concurrently,
     holds a running one in the run until its next read when that falls within its lease (else puts
     it back on the tracking queue), and ends each in Succeeded or Failed: the event first, then the
-    tracking message is deleted."""
+    tracking message is deleted; between the two, the VM's turn is given back (shared/vm_turns.py)."""
 
     def __init__(
         self,
@@ -70,10 +72,12 @@ class Poller:
         budgets: Budgets = DEFAULT_BUDGETS,
         concurrency: int = 16,
         clock: Callable[[], float] = time.time,
+        turns: VmTurns | None = None,
     ):
         self._arm = arm_client
         self._tracking = tracking
         self._events = events
+        self._turns = turns
         self._timeout = operation_timeout_seconds
         self._window = failure_window_seconds
         self._retry = retry
@@ -184,6 +188,9 @@ class Poller:
             return Outcome.ERROR
 
     def _poll_one(self, message, operation: Operation, deadline: Deadline) -> Outcome | Recheck:
+        if operation.acceptedPending:  # the submit step could not write it: the first look does
+            self._events.write(outcome_event(EventStatus.ACCEPTED, operation.facts(), self._clock()))
+            operation.acceptedPending = False  # kept with the record's next update (a repeat has the same id)
         if self._clock() - operation.submittedAt >= self._timeout:
             verdict = verify(self._arm, operation.resourceUri, operation.checkpointId, deadline)
             if verdict.state == ABSENT:
@@ -212,6 +219,9 @@ class Poller:
             operation.followInstance = True
             operation.statusReadError = compact_error(answer.error)
             return self._follow_instance(message, operation, deadline)
+        if answer.state == AnswerState.FAILED and 300 <= (answer.status_code or 0) < 400:
+            # a redirect where a status was expected ends the operation Failed (contract, Security)
+            return self._finish(message, operation, EventStatus.FAILED, answer.error)
         if answer.state in (AnswerState.FAILED, AnswerState.NOT_PERMITTED):
             verdict = verify(self._arm, operation.resourceUri, operation.checkpointId, deadline)
             if verdict.state == ABSENT:
@@ -294,5 +304,8 @@ class Poller:
         facts = {**operation.facts(), **(verified or {}), "completedAt": now}
         # The event first: a crash before the delete repeats the event (same id) and loses nothing.
         self._events.write(outcome_event(status, facts, now, error))
+        if self._turns is not None:  # a crash before the delete gives it back again: a no-op then
+            ended = SUCCEEDED if status == EventStatus.SUCCEEDED else FAILED
+            self._turns.give_back(operation.resourceUri, operation.requestId, ended, operation.turnTag)
         self._tracking.remove(message)
         return Outcome(status.lower())

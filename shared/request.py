@@ -12,8 +12,12 @@ import os
 import re
 from dataclasses import dataclass, field
 from itertools import accumulate
+from typing import TYPE_CHECKING
 
 from .logs import get_logger
+
+if TYPE_CHECKING:
+    from .policy import Policy
 
 logger = get_logger(__name__)
 
@@ -50,6 +54,7 @@ class DeletionRequest:
     checkpoint_id: str | None = None
     correlation_id: str | None = None
     traceparent: str | None = None
+    policy: Policy | None = None  # a retention policy request (shared/policy.py) instead of one checkpoint
 
 
 @dataclass
@@ -365,8 +370,13 @@ def _validate(request: dict, default_request_id: str, envelope_traceparent) -> D
         elif request.get(name) is not None:
             known[name] = request[name]
     known.setdefault("requestId", default_request_id)
-    if request.get("policy") is not None or request.get("dryRun") not in (None, False):
-        problems.append(("policy", "policy requests are not run by this version of the app; nothing was deleted"))
+    from .policy import PolicyInvalid, parse_policy  # here: policy.py builds on this module
+
+    policy = None
+    try:
+        policy = parse_policy(request)
+    except PolicyInvalid as invalid:
+        problems.append((invalid.target, invalid.message))
 
     resource_uri = request.get("resourceUri")
     if resource_uri is None:
@@ -397,4 +407,5 @@ def _validate(request: dict, default_request_id: str, envelope_traceparent) -> D
         checkpoint_id=known.get("checkpointId"),
         correlation_id=known.get("correlationId"),
         traceparent=traceparent,
+        policy=policy,
     )

@@ -18,12 +18,16 @@ from .eventgrid import PUBLISH_RETRY, EventGridForwarder
 from .events import EventWriter
 from .logs import get_logger
 from .pacing import ArmPacer
+from .poison import PoisonHandler
+from .policy_runs import PolicyRuns
 from .poll import Poller
 from .queues import open_queue
 from .retry import POLL_RETRY, SUBMIT_RETRY, RetryPolicy
 from .settings import Settings
-from .submit import PoisonHandler, Submitter
+from .submit import Submitter
+from .tables import open_table
 from .tracking import TrackingStore
+from .vm_turns import VmTurns
 
 logger = get_logger(__name__)
 
@@ -143,6 +147,16 @@ def build_services(
         deadletter = queue(settings.deadletter_queue)
         forwarder = EventGridForwarder(publisher, outbox, deadletter, publish_retry, EVENTGRID_TIMEOUT)
     events = EventWriter(queue(settings.events_queue), outbox)
+    turns = runs = None
+    if settings.storage.has_tables:
+        table = open_table(settings.storage, settings.turns_table, storage_credential, pool_size=workers)
+        turns = VmTurns(table, queue(settings.requests_queue))
+        runs = PolicyRuns(table, turns, events)
+    else:
+        logger.warning(
+            "the storage connection names no table service: one operation per VM at a time and retention "
+            "policies are off (set AzureWebJobsStorage__tableServiceUri, or a TableEndpoint)"
+        )
     poller = Poller(
         arm,
         tracking,
@@ -152,13 +166,23 @@ def build_services(
         retry=poll_retry,
         budgets=budgets,
         concurrency=POLL_CONCURRENCY,
+        turns=turns,
     )
     return Services(
         settings=settings,
         arm=arm,
-        submitter=Submitter(arm, tracking, events, max_deliveries=max_deliveries, retry=submit_retry, budgets=budgets),
+        submitter=Submitter(
+            arm,
+            tracking,
+            events,
+            max_deliveries=max_deliveries,
+            retry=submit_retry,
+            budgets=budgets,
+            turns=turns,
+            runs=runs,
+        ),
         poller=poller,
-        poison=PoisonHandler(arm, events, retry=submit_retry, budgets=budgets),
+        poison=PoisonHandler(arm, events, retry=submit_retry, budgets=budgets, turns=turns, runs=runs),
         forwarder=forwarder,
         budgets=budgets,
     )

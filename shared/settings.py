@@ -20,6 +20,7 @@ DEFAULTS = {
     "OPERATION_TIMEOUT_SECONDS": "86400",
     "POLL_FAILURE_WINDOW_SECONDS": "3600",
     "AZURE_SDK_HTTP_LOGGING": "false",
+    "CHECKPOINT_TURNS_TABLE": "checkpointturns",
 }
 
 # Every setting the app reads (contract section 2); the identity-based storage connection is
@@ -32,10 +33,13 @@ SETTING_NAMES = (
 )
 IDENTITY_STORAGE_SETTINGS = (
     f"{STORAGE_SETTING}__queueServiceUri",
+    f"{STORAGE_SETTING}__tableServiceUri",
     f"{STORAGE_SETTING}__credential",
     f"{STORAGE_SETTING}__clientId",
 )
 
+# Table names: 3-63 letters and digits, a letter first.
+_TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
 # Storage queue names: 3-63 characters, lowercase letters, digits and single hyphens.
 _QUEUE_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}$")
 
@@ -46,11 +50,25 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class StorageConnection:
-    """Where the queues live: a connection string, or a service URI reached with an identity."""
+    """Where the queues (and the table of VM turns) live: a connection string, or service URIs
+    reached with an identity."""
 
     connection_string: str | None = None
     queue_service_uri: str | None = None
     client_id: str | None = None
+    table_service_uri: str | None = None
+
+    @property
+    def has_tables(self) -> bool:
+        """Whether the connection names a table service. A connection string does unless it lists
+        endpoints without a TableEndpoint (the SDK would make one up on the public cloud)."""
+        if not self.connection_string:
+            return bool(self.table_service_uri)
+        parts = dict(p.split("=", 1) for p in self.connection_string.split(";") if "=" in p)
+        names = {name.strip().lower() for name in parts}
+        if "tableendpoint" in names or "usedevelopmentstorage" in names:
+            return True
+        return not ({"queueendpoint", "blobendpoint", "fileendpoint"} & names)
 
 
 @dataclass(frozen=True)
@@ -66,6 +84,7 @@ class Settings:
     operation_timeout_seconds: int
     eventgrid_topic_endpoint: str | None
     poll_failure_window_seconds: int = 3600
+    turns_table: str = DEFAULTS["CHECKPOINT_TURNS_TABLE"]
     sdk_http_logging: bool = False  # the Azure SDK's log line of every storage and Event Grid request
 
     @property
@@ -130,6 +149,12 @@ class Settings:
         if http_logging not in ("true", "false"):
             raise SettingsError(f"AZURE_SDK_HTTP_LOGGING={http_logging!r} must be true or false")
 
+        turns_table = get("CHECKPOINT_TURNS_TABLE")
+        if not _TABLE_NAME.match(turns_table):
+            raise SettingsError(
+                f"CHECKPOINT_TURNS_TABLE={turns_table!r} is not a valid table name (3-63 letters and digits, a letter first)"
+            )
+
         topic = (env.get("EVENTGRID_TOPIC_ENDPOINT") or "").strip() or None
         if topic:
             topic = _https_base_url("EVENTGRID_TOPIC_ENDPOINT", topic, allow_path=True)
@@ -146,6 +171,7 @@ class Settings:
             operation_timeout_seconds=timeout,
             eventgrid_topic_endpoint=topic,
             poll_failure_window_seconds=failure_window,
+            turns_table=turns_table,
             sdk_http_logging=http_logging == "true",
         )
 
@@ -187,4 +213,13 @@ def _storage_connection(env: Mapping[str, str]) -> StorageConnection:
     if urlsplit(uri).scheme not in ("https", "http"):
         raise SettingsError(f"{STORAGE_SETTING}__queueServiceUri={uri!r} must be an absolute URL")
     client_id = (env.get(f"{STORAGE_SETTING}__clientId") or "").strip() or None
-    return StorageConnection(queue_service_uri=uri.rstrip("/"), client_id=client_id)
+    tables = (env.get(f"{STORAGE_SETTING}__tableServiceUri") or "").strip()
+    if not tables and account:
+        tables = f"https://{account}.table.core.windows.net"
+    if not tables and (host := urlsplit(uri).hostname or "").split(".")[1:2] == ["queue"]:
+        tables = uri.replace(f"{host.split('.')[0]}.queue.", f"{host.split('.')[0]}.table.", 1)  # the same account
+    if tables and urlsplit(tables).scheme not in ("https", "http"):
+        raise SettingsError(f"{STORAGE_SETTING}__tableServiceUri={tables!r} must be an absolute URL")
+    return StorageConnection(
+        queue_service_uri=uri.rstrip("/"), client_id=client_id, table_service_uri=tables.rstrip("/") or None
+    )

@@ -10,14 +10,17 @@ from . import telemetry
 from .arm_answers import DEFAULT_RETRY_AFTER, AnswerState, ArmAnswer
 from .arm_client import ArmClient
 from .budgets import DEFAULT_BUDGETS, Budgets, Deadline
-from .errors import invalid_request, poisoned, retries_exhausted, untrusted_operation_url
+from .errors import invalid_request, retries_exhausted, untrusted_operation_url
 from .events import EventStatus, EventWriter, outcome_event
 from .logs import get_logger, request_scope
 from .outcomes import Outcome
+from .policy_runs import FAILED, SUCCEEDED, PolicyRuns
+from .policy_submit import PolicyDeferred, PolicySubmitter
 from .request import DeletionRequest, InvalidRequest, decode_request
 from .retry import SUBMIT_RETRY, RetryPolicy
 from .tracking import Operation, TrackingStore, visibility_delay
 from .verification import ABSENT, UNREADABLE_NOW, verified_absent, verify
+from .vm_turns import Turn, TurnsBusy, VmTurns
 
 logger = get_logger(__name__)
 
@@ -40,7 +43,9 @@ class Submitter:
     """The submit step (queue trigger): decodes one request message and ends it in one of
     Failed/InvalidRequest, Accepted with a tracking message, Succeeded, Failed with ARM's error, or a
     redelivery (SubmitDeferred) after transient failures, and RetriesExhausted on the last delivery.
-    A redelivery, a 404 or 409, and the last delivery read the VM instance first (verification)."""
+    A redelivery, a 404 or 409, and the last delivery read the VM instance first (verification).
+    With `turns`, a deletion first takes its VM's turn (or waits for it) and gives it back once it
+    has its terminal event; a policy request goes to the policy step (shared/policy_submit.py)."""
 
     def __init__(
         self,
@@ -52,10 +57,14 @@ class Submitter:
         budgets: Budgets = DEFAULT_BUDGETS,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        turns: VmTurns | None = None,
+        runs: PolicyRuns | None = None,
     ):
         self._arm = arm_client
         self._tracking = tracking
         self._events = events
+        self._turns = turns
+        self._policies = PolicySubmitter(arm_client, runs, events, max_deliveries, retry, clock, sleep)
         self._max_deliveries = max_deliveries
         self._retry = retry
         self._budgets = budgets
@@ -80,14 +89,32 @@ class Submitter:
             # ARM's part ends early enough to leave time for the writes that follow
             deadline = Deadline(self._budgets.submit).earlier(self._budgets.storage_reserve)
             try:
-                outcome = self._submit(request, facts, dequeue_count, deadline)
-            except SubmitDeferred:
+                if request.policy is not None:
+                    outcome = self._policies.handle(request, facts, dequeue_count, deadline)
+                else:
+                    outcome = self._take_turn_and_submit(request, facts, dequeue_count, deadline)
+            except (SubmitDeferred, PolicyDeferred) as deferred:
                 tel.ended(span, "deferred")
-                raise
+                raise SubmitDeferred(str(deferred)) from None
             tel.ended(span, outcome)
             return outcome
 
-    def _submit(self, request: DeletionRequest, facts: dict, dequeue_count: int, deadline: Deadline) -> Outcome:
+    def _take_turn_and_submit(self, request: DeletionRequest, facts: dict, dequeue_count: int, deadline) -> Outcome:
+        try:
+            turn = self._turns.take(facts) if self._turns is not None else Turn()
+        except TurnsBusy as busy:
+            raise SubmitDeferred(str(busy)) from None
+        if turn is None:
+            return Outcome.WAITING
+        outcome = self._submit(request, facts, dequeue_count, deadline, turn)
+        if self._turns is not None and outcome not in (Outcome.ACCEPTED, Outcome.WAITING):
+            ended = SUCCEEDED if outcome == Outcome.SUCCEEDED else FAILED
+            self._turns.give_back(request.resource_uri, request.request_id, ended, turn.tag)
+        return outcome
+
+    def _submit(
+        self, request: DeletionRequest, facts: dict, dequeue_count: int, deadline: Deadline, turn: Turn
+    ) -> Outcome:
         answer = None
         if dequeue_count > 1:  # an earlier delivery may have reached ARM: the instance says
             verdict = verify(self._arm, request.resource_uri, request.checkpoint_id, deadline)
@@ -99,10 +126,12 @@ class Submitter:
             answer = self._try_within_budget(request, deadline)
         now = self._clock()
         if answer.state == AnswerState.ACCEPTED:
-            return self._accepted(request, answer, now)
+            return self._accepted(request, answer, now, turn)
         if answer.state == AnswerState.SUCCEEDED:
             return self._succeeded(facts, answer.verified or {})
         if answer.state == AnswerState.FAILED:
+            if answer.status_code == 202:  # accepted, but with no status URL to follow: Accepted, then Failed
+                self._events.write(outcome_event(EventStatus.ACCEPTED, {**facts, "submittedAt": now}, now))
             self._events.write(outcome_event(EventStatus.FAILED, {**facts, "completedAt": now}, now, answer.error))
             return Outcome.FAILED
         if dequeue_count < self._max_deliveries:
@@ -160,8 +189,9 @@ class Submitter:
         self._events.write(outcome_event(EventStatus.SUCCEEDED, event_facts, now))
         return Outcome.SUCCEEDED
 
-    def _accepted(self, request: DeletionRequest, answer: ArmAnswer, now: float) -> Outcome:
+    def _accepted(self, request: DeletionRequest, answer: ArmAnswer, now: float, turn: Turn) -> Outcome:
         operation = Operation.accepted(request, answer.location, answer.async_url, now)
+        operation.turnTag = turn.tag
         operation.traceContext = telemetry.current().trace_context()  # every status read joins this trace
         untrusted = [url for url in (answer.location, answer.async_url) if url and not self._arm.is_trusted(url)]
         if untrusted:
@@ -170,68 +200,14 @@ class Submitter:
             error = untrusted_operation_url(untrusted[0])
             self._events.write(outcome_event(EventStatus.FAILED, {**operation.facts(), "completedAt": now}, now, error))
             return Outcome.UNTRUSTED_OPERATION_URL
-        self._tracking.add(operation, visibility_delay(answer.retry_after, DEFAULT_RETRY_AFTER))
-        self._events.write(outcome_event(EventStatus.ACCEPTED, operation.facts(), now))
-        return Outcome.ACCEPTED
-
-
-class PoisonHandler:
-    """Turns a request message that landed in the poison queue into one terminal event; never crashes
-    on what the message holds (whatever can be read of the request goes into the event)."""
-
-    def __init__(
-        self,
-        arm_client: ArmClient,
-        events: EventWriter,
-        retry: RetryPolicy = SUBMIT_RETRY,
-        budgets: Budgets = DEFAULT_BUDGETS,
-        clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = time.sleep,
-    ):
-        self._arm = arm_client
-        self._events = events
-        self._retry = retry
-        self._budgets = budgets
-        self._clock = clock
-        self._sleep = sleep
-
-    def _verify(self, request: DeletionRequest, deadline: Deadline):
-        """The instance's verdict; a transient failure to read it is retried within the budget."""
-        verdict = verify(self._arm, request.resource_uri, request.checkpoint_id, deadline)
-        for attempt in range(1, self._retry.attempts):
-            if verdict.state != UNREADABLE_NOW:
-                break
-            wait = self._retry.delay(attempt, verdict.answer.retry_after)
-            if wait >= deadline.remaining():
-                break
-            self._sleep(wait)
-            verdict = verify(self._arm, request.resource_uri, request.checkpoint_id, deadline)
-        return verdict
-
-    def handle(self, body: bytes | str, message_id: str) -> None:
-        facts: dict = {"requestId": message_id}
-        verified = None
+        delay = visibility_delay(answer.retry_after, DEFAULT_RETRY_AFTER)
+        sent = self._tracking.add(operation, delay)
         try:
-            request = decode_request(body, message_id)
-            facts = request_facts(request)
-            deadline = Deadline(self._budgets.submit).earlier(self._budgets.storage_reserve)
-            with request_scope(request.request_id, request.correlation_id):
-                verdict = self._verify(request, deadline)
-            if verdict.state == ABSENT:
-                verified = verified_absent(None)
-        except InvalidRequest as invalid:
-            facts = invalid.fields or facts
-        except Exception:  # nothing the message holds may stop its event
-            logger.exception("requestId=%s: the poisoned request could not be read in full", facts["requestId"])
-        now = self._clock()
-        with request_scope(facts.get("requestId"), facts.get("correlationId")):
-            if verified:
-                self._events.write(
-                    outcome_event(
-                        EventStatus.SUCCEEDED, {**facts, **verified, "submittedAt": now, "completedAt": now}, now
-                    )
-                )
-                return
-            logger.error("the request landed in the poison queue (message %s)", message_id)
-            error = poisoned()
-            self._events.write(outcome_event(EventStatus.FAILED, {**facts, "completedAt": now}, now, error))
+            self._events.write(outcome_event(EventStatus.ACCEPTED, operation.facts(), now))
+        except Exception:
+            # The operation is tracked: a redelivery would POST again, meet the VM busy with it and could
+            # end Failed while the poller ends it Succeeded. The poller writes the Accepted instead.
+            logger.exception("the Accepted event could not be written; the poller will write it")
+            operation.acceptedPending = True
+            self._tracking.reschedule(sent, operation, delay)
+        return Outcome.ACCEPTED

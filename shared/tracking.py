@@ -37,6 +37,11 @@ class Operation:
     # The app's own trace context of the deletion (its submit span), whose trace every status read
     # joins; never put in events. Absent from records written before it existed, or with telemetry off.
     traceContext: str | None = None
+    # The ETag of the VM's turn row when the request created it (shared/vm_turns.py): giving the turn
+    # back is then one call. Absent when the request was handed the turn, or turns are off.
+    turnTag: str | None = None
+    # The Accepted event could not be written after this record was: the poller writes it first.
+    acceptedPending: bool = False
 
     @classmethod
     def accepted(cls, request: DeletionRequest, location: str, async_url: str | None, now: float) -> Operation:
@@ -54,8 +59,9 @@ class Operation:
 
     def to_message(self) -> str:
         record = asdict(self)
-        if record["traceContext"] is None:
-            del record["traceContext"]  # telemetry off: the record is as it was before the field
+        for name in ("traceContext", "turnTag", "acceptedPending"):
+            if not record[name]:
+                del record[name]  # the record is as it was before the field
         return json.dumps(record, separators=(",", ":"))
 
     @classmethod
@@ -74,12 +80,15 @@ class Operation:
             raise ValueError("requestId, resourceUri, statusUrl or submittedAt is missing or of the wrong type")
         if not isinstance(operation.traceContext, str):
             operation.traceContext = None  # only telemetry reads it: a bad one starts a new trace
+        operation.acceptedPending = operation.acceptedPending is True
+        if not isinstance(operation.turnTag, str):
+            operation.turnTag = None  # the turn is then given back the long way
         return operation
 
     def facts(self) -> dict:
         """The request and operation facts an event reports (the app's trace context is not one)."""
         facts = asdict(self)
-        del facts["traceContext"]
+        del facts["traceContext"], facts["turnTag"], facts["acceptedPending"]
         return facts
 
 
@@ -97,9 +106,10 @@ class TrackingStore:
     def __init__(self, tracking_queue):
         self._queue = tracking_queue
 
-    def add(self, operation: Operation, delay_seconds: int) -> None:
+    def add(self, operation: Operation, delay_seconds: int):
+        """Track `operation`; returns the message sent (its id and pop receipt allow one `update`)."""
         # never expires: the queue's default time to live (7 days) would drop a long operation silently
-        self._queue.send_message(operation.to_message(), visibility_timeout=delay_seconds, time_to_live=-1)
+        return self._queue.send_message(operation.to_message(), visibility_timeout=delay_seconds, time_to_live=-1)
 
     def receive_due(self, max_messages: int, lease_seconds: int) -> Iterator[tuple[object, Operation | None]]:
         """Up to `max_messages` due operations, each hidden from other pollers for `lease_seconds`.

@@ -119,6 +119,7 @@ def make_app(monkeypatch, azurite, identity, arm):
             "CHECKPOINT_REQUESTS_QUEUE": f"{prefix}-requests",
             "CHECKPOINT_TRACKING_QUEUE": f"{prefix}-tracking",
             "CHECKPOINT_EVENTS_QUEUE": f"{prefix}-events",
+            "CHECKPOINT_TURNS_TABLE": f"{prefix}turns",
             "ARM_ENDPOINT": arm.endpoint,
             "POLL_SCHEDULE": "*/1 * * * * *",
             "REQUESTS_CA_BUNDLE": arm.ca_bundle_path,

@@ -34,6 +34,8 @@ def app_settings(stand, queues: dict[str, str], poll_timer: bool = True) -> dict
     settings = {
         "AzureWebJobsStorage": stand.azurite.connection_string,
         **queues,
+        # a table of VM turns of its own (letters and digits): the run's VMs are new to it
+        "CHECKPOINT_TURNS_TABLE": "turns" + "".join(c for c in queues["CHECKPOINT_REQUESTS_QUEUE"] if c.isalnum()),
         "ARM_ENDPOINT": stand.arm.endpoint,
         "POLL_SCHEDULE": "* * * * * *",
         "REQUESTS_CA_BUNDLE": stand.arm.ca_bundle_path,

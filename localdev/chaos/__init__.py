@@ -12,7 +12,7 @@ outcome.
   operation that fails for real, the others succeed after 1..3 s (Retry-After 1).
 - The identity endpoint answers garbage for a while and later hangs; the Event Grid topic is down
   for a minute (hanging, refusing, answering 503); the host process is killed (SIGKILL) every 20 s
-  and started again at once; Azurite, keeping its data on disk, is killed and started again once.
+  and started again at once; Azurite, keeping its data on disk, is stopped and started again once.
 - The run's wall time stays sane because the host gets a host.json with shorter queue timings
   (processingVisibilityTimeout 30 s, visibilityTimeout 5 s) and the poll timer runs every 2 s.
 
@@ -65,7 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--eventgrid-down", type=float, default=60.0, help="seconds the Event Grid topic is down (default 60)"
     )
     parser.add_argument(
-        "--azurite-down", type=float, default=5.0, help="seconds Azurite stays down when killed (default 5)"
+        "--azurite-down", type=float, default=5.0, help="seconds Azurite stays down when stopped (default 5)"
     )
     parser.add_argument(
         "--slow-seconds",

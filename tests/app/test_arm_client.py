@@ -145,3 +145,9 @@ def test_token_scope_per_cloud():
     assert arm_scope("https://127.0.0.1:8443") == "https://management.azure.com/.default"
     assert arm_scope("https://management.usgovcloudapi.net") == "https://management.usgovcloudapi.net/.default"
     assert arm_scope("https://management.chinacloudapi.cn") == "https://management.chinacloudapi.cn/.default"
+
+
+def test_rate_limit_headers_of_such_digits_do_not_crash_the_call(client, arm):
+    odd = {"x-ms-ratelimit-remaining-subscription-writes": "³"}
+    arm.default = Scenario(submit_faults=[Fault(status=429, retry_after="²", headers=odd)])
+    assert client.delete_checkpoint(_request()).state == AnswerState.TRANSIENT

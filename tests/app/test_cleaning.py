@@ -9,6 +9,7 @@ import pytest
 from localdev.arm_emulator import Fault, Scenario
 from shared.arm_answers import parse_retry_after
 from shared.cleaning import CUT, MAX_EVENT_BYTES, MAX_TEXT_BYTES, clean_error, clean_text, event_size, fit_event
+from shared.errors import retries_exhausted
 from shared.events import outcome_event
 from tests.support.app_harness import new_resource_uri
 
@@ -57,6 +58,32 @@ def test_an_event_over_48_kib_loses_details_first_and_says_so():
     assert fitted["data"]["error"]["details"] == []
     assert CUT in fitted["data"]["error"]["message"]
     assert fit_event(fitted) is fitted  # a small event is left as it is
+
+
+def strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for member in value.values():
+            yield from strings(member)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings(item)
+
+
+def test_a_long_message_that_loses_its_details_stays_within_4_kib():
+    details = [{"code": f"D{i}", "message": "m" * 4000} for i in range(30)]
+    error = clean_error({"code": "Big", "message": "é" * 10_000, "details": details})
+    fitted = fit_event(outcome_event("Failed", {"requestId": "r", "resourceUri": new_resource_uri()}, 0.0, error))
+    assert CUT in fitted["data"]["error"]["message"]
+    assert max(len(s.encode("utf-8")) for s in strings(fitted)) <= MAX_TEXT_BYTES
+
+
+def test_retries_exhausted_with_a_long_last_error_stays_within_4_kib():
+    last = clean_error({"code": "ServiceUnavailable", "message": "x" * 10_000})
+    error = retries_exhausted(last, "3 tries in each of 5 deliveries")
+    assert error["message"].startswith("transient failures did not stop") and error["message"].endswith(CUT)
+    assert max(len(s.encode("utf-8")) for s in strings(error)) <= MAX_TEXT_BYTES
 
 
 @pytest.mark.parametrize(

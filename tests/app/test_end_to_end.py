@@ -373,6 +373,24 @@ def test_redirect_while_polling_fails_and_is_not_followed(app, arm):
     assert arm.other_host_received == []
 
 
+def test_redirect_while_polling_fails_even_when_the_checkpoint_is_gone(app, arm):
+    # the contract: a 3xx where a status was expected ends the operation Failed (no verification)
+    uri = new_resource_uri()
+    arm.set_checkpoints(uri, ["cp-302"])
+    arm.default = Scenario(final=Fault(status=302, location=arm.other_host_endpoint + "/elsewhere"))
+    events = one_request(app, {"resourceUri": uri, "checkpointId": "cp-302", "requestId": "r-302-gone"})
+    assert types(events) == ["Accepted", "Failed"]
+    assert "verification" not in events[1]["data"]
+
+
+def test_a_202_without_a_status_url_is_accepted_then_failed(app, arm):
+    # the contract: exactly one Accepted once ARM answered 202
+    arm.default = Scenario(submit=Fault(status=202))
+    events = one_request(app, {"resourceUri": new_resource_uri(), "checkpointId": "cp", "requestId": "r-202-bare"})
+    assert types(events) == ["Accepted", "Failed"]
+    assert events[1]["data"]["error"]["code"] == "OperationFailed"
+
+
 # ---------------------------------------------------------------- untrusted status URLs
 
 

@@ -50,10 +50,10 @@ def throttling_arm(ca, identity):
 def test_a_burst_for_one_subscription_stays_within_arms_bucket(make_app, throttling_arm, paced):
     writes = (3, 3.6) if paced else (1000, 1000.0)  # paced: the emulator's bucket less a tenth, as in the app
     app = make_app(pacer=ArmPacer(writes=writes), ARM_ENDPOINT=throttling_arm.endpoint)
-    uri = new_resource_uri()
+    uri = new_resource_uri()  # one subscription, twelve VMs (the app runs one operation per VM at a time)
     ids = [f"burst-{i}" for i in range(12)]
-    for request_id in ids:
-        app.send({"resourceUri": uri, "checkpointId": request_id, "requestId": request_id})
+    for i, request_id in enumerate(ids):
+        app.send({"resourceUri": uri.replace("/vm1", f"/vm{i}"), "checkpointId": request_id, "requestId": request_id})
     outcomes = app.run(ids, timeout=30)
     assert all(events[-1]["type"] == "ScVmm.CheckpointDelete.Succeeded" for events in outcomes.values())
     if paced:

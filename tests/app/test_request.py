@@ -11,6 +11,7 @@ from collections import Counter
 import pytest
 
 import shared.request as request_module
+from shared.policy import Policy
 from shared.request import MAX_MESSAGE_BYTES, MAX_NESTING, MAX_TEXT_FIELD, InvalidRequest, decode_request
 
 GUID = "00000000-0000-0000-0000-000000000001"
@@ -413,16 +414,17 @@ def test_an_unexpected_exception_is_an_invalid_request_that_names_what_was_read(
     assert "KeyError" in caught.value.message and "KeyError" in caplog.text
 
 
-@pytest.mark.parametrize(
-    "extra",
-    [{"policy": {"keepLatest": 3}}, {"policy": {"namePattern": "pre-*"}, "dryRun": True}, {"dryRun": True}],
-    ids=["keepLatest", "dry-run-pattern", "dry-run-alone"],
-)
-def test_a_policy_request_is_refused_not_read_as_a_deletion_of_the_body_empty(extra):
+def test_a_policy_request_decodes_with_its_policy_and_never_as_a_deletion_of_the_body_empty():
     # read as a deletion, it would name no checkpoint and send ARM the body {}
+    text = json.dumps({"resourceUri": URI, "requestId": "p1", "policy": {"namePattern": "pre-*"}, "dryRun": True})
+    request = decode_request(text, "m")
+    assert request.policy == Policy(name_pattern="pre-*", dry_run=True) and request.checkpoint_id is None
+
+
+def test_a_dry_run_without_a_policy_is_refused_with_the_fields_read():
     with pytest.raises(InvalidRequest) as caught:
-        decode_request(json.dumps({"resourceUri": URI, "requestId": "p1", **extra}), "m")
-    assert caught.value.target == "policy" and "nothing was deleted" in caught.value.message
+        decode_request(json.dumps({"resourceUri": URI, "requestId": "p1", "dryRun": True}), "m")
+    assert caught.value.target == "dryRun" and "no policy" in caught.value.message
     assert caught.value.fields == {"requestId": "p1", "resourceUri": URI}
 
 

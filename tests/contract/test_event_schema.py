@@ -84,7 +84,7 @@ BROKEN_EVENTS = {
     "error with neither code nor message": broken(
         "event-failed.json", lambda e: e["data"]["error"].update(code=None, message="")
     ),
-    "Accepted without operationUrl": broken("event-accepted.json", lambda e: e["data"].pop("operationUrl")),
+    "Accepted without submittedAt": broken("event-accepted.json", lambda e: e["data"].pop("submittedAt")),
     "Accepted with an error": broken("event-accepted.json", lambda e: e["data"].update(error=app_error("X", "y"))),
     "Succeeded without completedAt": broken("event-succeeded.json", lambda e: e["data"].pop("completedAt")),
     "id with the wrong suffix": broken("event-succeeded.json", lambda e: e.update(id="req-42:accepted")),

@@ -1,0 +1,308 @@
+"""One operation per VM at a time, in order: each request's turn on its VM, kept in a table.
+
+SCVMM runs one job per VM and refuses a second one (409). So that the app never collides with
+itself, across all its instances, every deletion takes its VM's turn before its POST and gives it
+back after its terminal event. A request whose VM is busy waits in the table, in arrival order,
+without holding a worker: its message is consumed; when the turn comes to it, the request is put
+on the requests queue again and runs as if it had just arrived.
+
+One partition per VM (the key: a hash of the resourceUri, case-folded) holds:
+- `turn`: who holds the VM (`holder`, a requestId, "" when nobody does but requests wait), since
+  when, and the range of waiting requests `head`..`tail`; absent when the VM is free and nobody waits;
+- `w<seq>`: a waiting request (the request's JSON, as it goes back on the requests queue);
+- `r<hash of requestId>`: which waiting entry a requestId has, so that a request delivered twice
+  waits once;
+- the rows of policy runs (shared/policy_runs.py), which wait here as one deletion per checkpoint.
+
+Every change of `turn` is conditional on its ETag, so two instances cannot both take a VM. The
+handover puts the next request on the queue before the table says it holds the VM: a crash between
+the two repeats the handover (the previous holder's message or tracking record is delivered again)
+and at worst sends one request twice, which ARM's own 409 and verification then settle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import TableClient, TableTransactionError, UpdateMode
+
+from .logs import get_logger
+
+logger = get_logger(__name__)
+
+TURN = "turn"
+ATTEMPTS = 20  # conditional writes lost to other instances in a row before giving up (transient)
+SKIPPED = "skipped"  # the outcome of a policy deletion passed over (its run stopped)
+HANDOVER_BATCH = 30  # waiting entries looked at per handover (skipped policy deletions are passed over)
+
+
+class TurnsBusy(Exception):
+    """The VM's turn row kept changing under us; the caller retries later (a transient failure)."""
+
+
+@dataclass(frozen=True)
+class Turn:
+    """The right to run an operation on a VM. `tag` is the turn row's ETag when this request created
+    it (a give-back then needs one call); `policy` names the policy run the deletion belongs to."""
+
+    tag: str | None = None
+    policy: str = ""
+    index: int = 0
+    total: int = 0
+
+
+def vm_key(resource_uri: str) -> str:
+    """The VM's partition: resource ids are case-insensitive, and `/` may not be in a key."""
+    return hashlib.sha256(resource_uri.casefold().encode()).hexdigest()[:40]
+
+
+def request_key(request_id: str) -> str:
+    return "r" + hashlib.sha256(request_id.encode()).hexdigest()[:40]
+
+
+def waiting_key(seq: int) -> str:
+    return f"w{seq:012d}"
+
+
+def request_text(facts: dict) -> str:
+    """A request as it goes back on the requests queue: plain JSON with the fields it had."""
+    names = ("resourceUri", "checkpointId", "requestId", "correlationId", "traceparent")
+    return json.dumps({n: facts[n] for n in names if facts.get(n) is not None}, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A request that waits for its VM; `policy`/`index`/`total` place a policy's deletion in its run."""
+
+    request_id: str
+    text: str
+    policy: str = ""
+    index: int = 0
+    total: int = 0
+
+
+class VmTurns:
+    """The turns of every VM, in one table; `requests` is the requests queue (handovers go there).
+
+    `policy_runs` (set after construction) is told of every policy deletion that ends or is passed
+    over, and says which runs have stopped (their remaining deletions are skipped)."""
+
+    def __init__(self, table: TableClient, requests, clock: Callable[[], float] = time.time):
+        self._table = table
+        self._requests = requests
+        self._clock = clock
+        self.policy_runs = None
+
+    # --- taking a turn -------------------------------------------------------------------------------
+
+    def take(self, facts: dict) -> Turn | None:
+        """The VM's turn for this request, or None: the request now waits (or already did) and its
+        message may be consumed. Raises TurnsBusy or a storage error (both transient)."""
+        pk, rid = vm_key(facts["resourceUri"]), facts["requestId"]
+        for _ in range(ATTEMPTS):
+            try:  # a free VM has no turn row: taking it is one call
+                made = self._table.create_entity(self._turn_entity(pk, facts["resourceUri"], rid, head=0, tail=0))
+                return Turn(tag=made.get("etag"))
+            except ResourceExistsError:
+                pass
+            turn = self._get(pk, TURN)
+            if turn is None:
+                continue  # given back meanwhile
+            if turn["holder"] == rid:
+                return Turn(policy=turn.get("policy", ""), index=turn.get("index", 0), total=turn.get("total", 0))
+            appended = self._append(turn, [Waiting(rid, request_text(facts))])
+            if appended is None:
+                continue  # the turn row changed meanwhile
+            if appended:
+                logger.info("the VM is busy (held by requestId=%s): this request waits its turn", turn["holder"])
+            if turn["holder"] == "":
+                self.advance(facts["resourceUri"])  # nobody holds the VM: the first waiting request gets it
+            return None
+        raise TurnsBusy(f"the turn of {facts['resourceUri']} kept changing")
+
+    def wait_all(self, resource_uri: str, waiting: list[Waiting], extra: Callable[[int], list] | None = None) -> None:
+        """Append `waiting` (a policy's deletions, in order) behind whatever waits for the VM, in
+        batches; `extra(done)` gives rows written with each batch (the run's progress). Entries that
+        already wait are left as they are. Then hands the VM on if nobody holds it."""
+        pk = vm_key(resource_uri)
+        done = 0
+        while done < len(waiting):
+            chunk = waiting[done : done + 45]
+            for _ in range(ATTEMPTS):
+                turn = self._get(pk, TURN)
+                if turn is None:
+                    turn = self._turn_entity(pk, resource_uri, "", head=0, tail=0)
+                rows = extra(done + len(chunk)) if extra else []
+                if self._append(turn, chunk, rows) is not None:
+                    break
+            else:
+                raise TurnsBusy(f"the turn of {resource_uri} kept changing")
+            done += len(chunk)
+        self.advance(resource_uri)
+
+    def _append(self, turn: dict, waiting: list[Waiting], rows: list | None = None) -> bool | None:
+        """Adds `waiting` at the tail in one transaction: True, False when (one of) them already
+        waited (nothing written), None when the turn row changed meanwhile (try again)."""
+        seq = turn["tail"]
+        ops = []
+        for entry in waiting:
+            key = request_key(entry.request_id)
+            ops.append(("create", {"PartitionKey": turn["PartitionKey"], "RowKey": key, "seq": seq}))
+            row = {"PartitionKey": turn["PartitionKey"], "RowKey": waiting_key(seq), "requestId": entry.request_id}
+            row |= {"request": entry.text, "policy": entry.policy, "index": entry.index, "total": entry.total}
+            ops.append(("create", row))
+            seq += 1
+        updated = {**turn, "tail": seq}
+        ops.insert(0, self._turn_op(updated, turn))
+        ops += rows or []
+        try:
+            self._table.submit_transaction(ops)
+            return True
+        except TableTransactionError as exc:
+            if exc.status_code == 412 or (exc.status_code == 409 and exc.index == 0):
+                return None  # the turn row changed (or was created) under us
+            if exc.status_code == 409:
+                return False  # a request of these waits already
+            raise
+
+    # --- giving it back ------------------------------------------------------------------------------
+
+    def give_back(self, resource_uri: str, request_id: str, outcome: str, tag: str | None = None) -> None:
+        """The request ended (`outcome`: succeeded or failed): record it for its policy run, then hand
+        the VM to the next waiting request, or free it. Idempotent: once given back, nothing happens."""
+        pk = vm_key(resource_uri)
+        if tag:
+            try:  # nothing changed since this request took the VM: nobody waits, it belonged to no policy
+                self._table.delete_entity(pk, TURN, etag=tag, match_condition=MatchConditions.IfNotModified)
+                return
+            except ResourceModifiedError:
+                pass
+            except ResourceNotFoundError:
+                return
+        for _ in range(ATTEMPTS):
+            turn = self._get(pk, TURN)
+            if turn is not None and turn["holder"] == "":
+                self.advance(resource_uri)  # a handover was cut short (a crash): finish it
+                return
+            if turn is None or turn["holder"] != request_id:
+                return
+            if turn.get("policy") and self.policy_runs is not None:
+                self.policy_runs.ended(pk, turn["policy"], turn.get("index", 0), turn.get("total", 0), outcome)
+            try:
+                if turn["head"] == turn["tail"]:
+                    self._table.delete_entity(
+                        pk, TURN, etag=turn["etag"], match_condition=MatchConditions.IfNotModified
+                    )
+                    return
+                freed = {**turn, "holder": "", "policy": "", "index": 0, "total": 0}
+                self._table.update_entity(
+                    freed, mode=UpdateMode.REPLACE, etag=turn["etag"], match_condition=MatchConditions.IfNotModified
+                )
+            except (ResourceModifiedError, ResourceNotFoundError):
+                continue
+            self.advance(resource_uri)
+            return
+        raise TurnsBusy(f"the turn of {resource_uri} kept changing")
+
+    def advance(self, resource_uri: str) -> None:
+        """When nobody holds the VM: the next waiting request gets it (put on the requests queue,
+        then named the holder), policy deletions of stopped runs passed over; no waiter: the VM is free."""
+        pk = vm_key(resource_uri)
+        sent: set[int] = set()
+        conflicts = 0
+        while conflicts < ATTEMPTS:
+            turn = self._get(pk, TURN)
+            if turn is None or turn["holder"] != "":
+                return
+            if turn["head"] >= turn["tail"]:
+                try:
+                    self._table.delete_entity(
+                        pk, TURN, etag=turn["etag"], match_condition=MatchConditions.IfNotModified
+                    )
+                    return
+                except (ResourceModifiedError, ResourceNotFoundError):
+                    conflicts += 1
+                    continue
+            passed, chosen = self._next(pk, turn)
+            last = chosen or (passed[-1] if passed else None)
+            updated = {**turn, "head": _seq(last) + 1 if last else turn["tail"]}
+            if chosen is not None:
+                updated |= {"holder": chosen["requestId"], "since": self._clock()}
+                updated |= {k: chosen.get(k, d) for k, d in (("policy", ""), ("index", 0), ("total", 0))}
+                if _seq(chosen) not in sent:  # the queue first: a crash after it repeats the handover
+                    self._requests.send_message(chosen["request"], time_to_live=-1)
+                    sent.add(_seq(chosen))
+            ops = [self._turn_op(updated, turn)]
+            for entry in [*passed, *([chosen] if chosen else [])]:
+                ops.append(("delete", {"PartitionKey": pk, "RowKey": entry["RowKey"]}))
+                ops.append(("delete", {"PartitionKey": pk, "RowKey": request_key(entry["requestId"])}))
+            try:
+                self._table.submit_transaction(ops)
+            except TableTransactionError as exc:
+                if exc.status_code not in (404, 409, 412):
+                    raise
+                conflicts += 1
+                continue
+            if chosen is not None:
+                logger.info("the VM's turn goes to requestId=%s", chosen["requestId"])
+                return
+        raise TurnsBusy(f"the turn of {resource_uri} kept changing")
+
+    def _next(self, pk: str, turn: dict) -> tuple[list[dict], dict | None]:
+        """The waiting entries passed over (deletions of stopped policy runs, recorded as skipped
+        before they are removed) and the one that gets the VM (None: look further, or nobody waits)."""
+        passed: list[dict] = []
+        stopped: dict[str, bool] = {}
+        for entry in self._waiting(pk, turn["head"], HANDOVER_BATCH):
+            policy = entry.get("policy")
+            if policy and self.policy_runs is not None:
+                if policy not in stopped:
+                    stopped[policy] = self.policy_runs.stopped(pk, policy)
+                if stopped[policy]:
+                    self.policy_runs.ended(pk, policy, entry.get("index", 0), entry.get("total", 0), SKIPPED)
+                    passed.append(entry)
+                    continue
+            return passed, entry
+        return passed, None
+
+    # --- rows ----------------------------------------------------------------------------------------
+
+    def _get(self, pk: str, row: str) -> dict | None:
+        try:
+            entity = self._table.get_entity(pk, row)
+        except ResourceNotFoundError:
+            return None
+        found = dict(entity)
+        found["etag"] = entity.metadata["etag"]
+        return found
+
+    def _waiting(self, pk: str, head: int, count: int) -> list[dict]:
+        query = "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high"
+        params = {"pk": pk, "low": waiting_key(head), "high": "x"}
+        pages = self._table.query_entities(query, parameters=params, results_per_page=count).by_page()
+        return [dict(e) for e in next(pages, [])][:count]
+
+    def _turn_entity(self, pk: str, resource_uri: str, holder: str, head: int, tail: int) -> dict:
+        entity = {"PartitionKey": pk, "RowKey": TURN, "holder": holder, "since": self._clock()}
+        return entity | {"head": head, "tail": tail, "resourceUri": resource_uri, "policy": "", "index": 0, "total": 0}
+
+    @staticmethod
+    def _turn_op(updated: dict, current: dict) -> tuple:
+        row = {k: v for k, v in updated.items() if k != "etag"}
+        if "etag" not in current:
+            return ("create", row)
+        return (
+            "update",
+            row,
+            {"mode": "replace", "etag": current["etag"], "match_condition": MatchConditions.IfNotModified},
+        )
+
+
+def _seq(entry: dict) -> int:
+    return int(entry["RowKey"][1:])
