@@ -113,7 +113,7 @@ class PolicyRuns:
             return [("update", row, {"mode": UpdateMode.MERGE})]
 
         logger.info("policy run: %d deletions to queue (%d queued before)", total - queued, queued)
-        self._turns.wait_all(facts["resourceUri"], waiting[queued:], extra=progress)
+        self._turns.wait_all(facts["resourceUri"], waiting[queued:], by=facts["requestId"], extra=progress)
 
     def ended(self, pk: str, key: str, index: int, total: int, outcome: str) -> None:
         """One deletion of run `key` ended (or was passed over): record it; after the last, close the run."""

@@ -101,7 +101,7 @@ class Submitter:
 
     def _take_turn_and_submit(self, request: DeletionRequest, facts: dict, dequeue_count: int, deadline) -> Outcome:
         try:
-            turn = self._turns.take(facts) if self._turns is not None else Turn()
+            turn = self._turns.take(facts, redelivered=dequeue_count > 1) if self._turns is not None else Turn()
         except TurnsBusy as busy:
             raise SubmitDeferred(str(busy)) from None
         if turn is None:

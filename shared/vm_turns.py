@@ -14,14 +14,18 @@ One partition per VM (the key: a hash of the resourceUri, case-folded) holds:
   waits once;
 - the rows of policy runs (shared/policy_runs.py), which wait here as one deletion per checkpoint.
 
-Every change of `turn` is conditional on its ETag, so two instances cannot both take a VM. The
-handover puts the next request on the queue before the table says it holds the VM: a crash between
-the two repeats the handover (the previous holder's message or tracking record is delivered again)
-and at worst sends one request twice, which ARM's own 409 and verification then settle.
+Every change of `turn` is conditional on its ETag, so two instances cannot both take a VM. A
+handover names the next holder in the table first and then puts its request on the queue (the other
+order let a fast delivery find itself still waiting and be consumed). The `turn` row keeps who
+handed the VM on (`by`) and the request sent (`handed`): a crash between the two is mended when
+`by` is delivered again (its message or tracking record stays until the handover is done), which
+sends the request again unless it has arrived (it clears `handed` when it does); at worst it runs
+twice, and ARM's 409 and verification settle the repeat.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -101,9 +105,10 @@ class VmTurns:
 
     # --- taking a turn -------------------------------------------------------------------------------
 
-    def take(self, facts: dict) -> Turn | None:
-        """The VM's turn for this request, or None: the request now waits (or already did) and its
-        message may be consumed. Raises TurnsBusy or a storage error (both transient)."""
+    def take(self, facts: dict, redelivered: bool = False) -> Turn | None:
+        """The VM's turn for this request, or None: the request now waits (or already did, or ended)
+        and its message may be consumed. `redelivered`: the queue delivers this message again (an
+        earlier delivery may have crashed). Raises TurnsBusy or a storage error (both transient)."""
         pk, rid = vm_key(facts["resourceUri"]), facts["requestId"]
         for _ in range(ATTEMPTS):
             try:  # a free VM has no turn row: taking it is one call
@@ -115,18 +120,31 @@ class VmTurns:
             if turn is None:
                 continue  # given back meanwhile
             if turn["holder"] == rid:
+                if turn.get("handed"):  # it arrived: a redelivery of the one that handed it on sends nothing
+                    self._arrived(turn)
+                elif not redelivered:  # a second copy of a message (a send retried after a lost answer)
+                    logger.warning("a second copy of this request's message is dropped: the request runs already")
+                    return None
                 return Turn(policy=turn.get("policy", ""), index=turn.get("index", 0), total=turn.get("total", 0))
+            if turn.get("by") == rid:  # this request ended and handed the VM on
+                if redelivered:  # a crash may have cut the handover short: finish it
+                    self._finish_handover(turn, rid)
+                else:
+                    logger.warning("this request ended already (it handed its VM on): a copy of it is dropped")
+                return None
             appended = self._append(turn, [Waiting(rid, request_text(facts))])
             if appended is None:
                 continue  # the turn row changed meanwhile
             if appended:
                 logger.info("the VM is busy (held by requestId=%s): this request waits its turn", turn["holder"])
             if turn["holder"] == "":
-                self.advance(facts["resourceUri"])  # nobody holds the VM: the first waiting request gets it
+                self.advance(facts["resourceUri"], by=rid)  # nobody holds the VM: the first waiting request gets it
             return None
         raise TurnsBusy(f"the turn of {facts['resourceUri']} kept changing")
 
-    def wait_all(self, resource_uri: str, waiting: list[Waiting], extra: Callable[[int], list] | None = None) -> None:
+    def wait_all(
+        self, resource_uri: str, waiting: list[Waiting], by: str, extra: Callable[[int], list] | None = None
+    ) -> None:
         """Append `waiting` (a policy's deletions, in order) behind whatever waits for the VM, in
         batches; `extra(done)` gives rows written with each batch (the run's progress). Entries that
         already wait are left as they are. Then hands the VM on if nobody holds it."""
@@ -144,7 +162,11 @@ class VmTurns:
             else:
                 raise TurnsBusy(f"the turn of {resource_uri} kept changing")
             done += len(chunk)
-        self.advance(resource_uri)
+        turn = self._get(pk, TURN)
+        if turn is not None and turn.get("by") == by and turn["holder"]:
+            self._finish_handover(turn, by)  # a redelivery: the handover it began may have been cut short
+        else:
+            self.advance(resource_uri, by=by)
 
     def _append(self, turn: dict, waiting: list[Waiting], rows: list | None = None) -> bool | None:
         """Adds `waiting` at the tail in one transaction: True, False when (one of) them already
@@ -175,7 +197,8 @@ class VmTurns:
 
     def give_back(self, resource_uri: str, request_id: str, outcome: str, tag: str | None = None) -> None:
         """The request ended (`outcome`: succeeded or failed): record it for its policy run, then hand
-        the VM to the next waiting request, or free it. Idempotent: once given back, nothing happens."""
+        the VM to the next waiting request, or free it. Idempotent: once given back, nothing happens
+        but finishing a handover this request began (a crash cut it short)."""
         pk = vm_key(resource_uri)
         if tag:
             try:  # nothing changed since this request took the VM: nobody waits, it belonged to no policy
@@ -187,10 +210,8 @@ class VmTurns:
                 return
         for _ in range(ATTEMPTS):
             turn = self._get(pk, TURN)
-            if turn is not None and turn["holder"] == "":
-                self.advance(resource_uri)  # a handover was cut short (a crash): finish it
-                return
             if turn is None or turn["holder"] != request_id:
+                self._finish_handover(turn, request_id)
                 return
             if turn.get("policy") and self.policy_runs is not None:
                 self.policy_runs.ended(pk, turn["policy"], turn.get("index", 0), turn.get("total", 0), outcome)
@@ -200,21 +221,42 @@ class VmTurns:
                         pk, TURN, etag=turn["etag"], match_condition=MatchConditions.IfNotModified
                     )
                     return
-                freed = {**turn, "holder": "", "policy": "", "index": 0, "total": 0}
+                freed = {**turn, "holder": "", "policy": "", "index": 0, "total": 0, "by": request_id}
                 self._table.update_entity(
                     freed, mode=UpdateMode.REPLACE, etag=turn["etag"], match_condition=MatchConditions.IfNotModified
                 )
             except (ResourceModifiedError, ResourceNotFoundError):
                 continue
-            self.advance(resource_uri)
+            self.advance(resource_uri, by=request_id)
             return
         raise TurnsBusy(f"the turn of {resource_uri} kept changing")
 
-    def advance(self, resource_uri: str) -> None:
-        """When nobody holds the VM: the next waiting request gets it (put on the requests queue,
-        then named the holder), policy deletions of stopped runs passed over; no waiter: the VM is free."""
+    def _finish_handover(self, turn: dict | None, request_id: str) -> None:
+        """`request_id` comes again (a redelivery) after it began handing the VM on: nobody holds the VM
+        yet (go on), or the request it chose does and may never have had its message (send it again)."""
+        if turn is None:
+            return
+        if turn["holder"] == "" and turn.get("by") in (request_id, ""):
+            self.advance(turn["resourceUri"], by=request_id)
+        elif turn["holder"] and turn.get("by") == request_id and turn.get("handed"):
+            self._requests.send_message(turn["handed"], time_to_live=-1)
+            logger.warning("requestId=%s was handed the VM before a crash: its request is sent again", turn["holder"])
+
+    def _arrived(self, turn: dict) -> None:
+        row = {k: v for k, v in turn.items() if k != "etag"} | {"handed": ""}
+        with contextlib.suppress(ResourceModifiedError, ResourceNotFoundError):  # at worst: sent once more
+            self._table.update_entity(
+                row, mode=UpdateMode.REPLACE, etag=turn["etag"], match_condition=MatchConditions.IfNotModified
+            )
+
+    def advance(self, resource_uri: str, by: str = "") -> None:
+        """When nobody holds the VM: the next waiting request gets it, policy deletions of stopped runs
+        passed over; no waiter: the VM is free. `by` is the request that hands the VM on.
+
+        The table names the new holder first, and only then is its request put on the requests queue: a
+        request whose message came first would find itself still waiting. A crash between the two is
+        mended by `by` coming again (`_finish_handover`); at worst the request is sent twice."""
         pk = vm_key(resource_uri)
-        sent: set[int] = set()
         conflicts = 0
         while conflicts < ATTEMPTS:
             turn = self._get(pk, TURN)
@@ -231,13 +273,10 @@ class VmTurns:
                     continue
             passed, chosen = self._next(pk, turn)
             last = chosen or (passed[-1] if passed else None)
-            updated = {**turn, "head": _seq(last) + 1 if last else turn["tail"]}
+            updated = {**turn, "head": _seq(last) + 1 if last else turn["tail"], "by": by}
             if chosen is not None:
-                updated |= {"holder": chosen["requestId"], "since": self._clock()}
+                updated |= {"holder": chosen["requestId"], "since": self._clock(), "handed": chosen["request"]}
                 updated |= {k: chosen.get(k, d) for k, d in (("policy", ""), ("index", 0), ("total", 0))}
-                if _seq(chosen) not in sent:  # the queue first: a crash after it repeats the handover
-                    self._requests.send_message(chosen["request"], time_to_live=-1)
-                    sent.add(_seq(chosen))
             ops = [self._turn_op(updated, turn)]
             for entry in [*passed, *([chosen] if chosen else [])]:
                 ops.append(("delete", {"PartitionKey": pk, "RowKey": entry["RowKey"]}))
@@ -250,6 +289,7 @@ class VmTurns:
                 conflicts += 1
                 continue
             if chosen is not None:
+                self._requests.send_message(chosen["request"], time_to_live=-1)
                 logger.info("the VM's turn goes to requestId=%s", chosen["requestId"])
                 return
         raise TurnsBusy(f"the turn of {resource_uri} kept changing")
@@ -290,7 +330,8 @@ class VmTurns:
 
     def _turn_entity(self, pk: str, resource_uri: str, holder: str, head: int, tail: int) -> dict:
         entity = {"PartitionKey": pk, "RowKey": TURN, "holder": holder, "since": self._clock()}
-        return entity | {"head": head, "tail": tail, "resourceUri": resource_uri, "policy": "", "index": 0, "total": 0}
+        entity |= {"head": head, "tail": tail, "resourceUri": resource_uri, "policy": "", "index": 0, "total": 0}
+        return entity | {"by": "", "handed": ""}  # who handed the VM on last, and the request it sent
 
     @staticmethod
     def _turn_op(updated: dict, current: dict) -> tuple:

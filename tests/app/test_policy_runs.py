@@ -190,6 +190,7 @@ def test_a_redelivered_policy_request_goes_on_with_its_run_and_deletes_nothing_t
     vm_arm.set_checkpoints(uri, chain(4))
     text = json.dumps({"resourceUri": uri, "policy": {"keepLatest": 1}, "requestId": "p-again"})
     app.services.submitter.handle(text, "m-p", 1)
+    app.deliver()  # the first deletion arrives
     app.services.submitter.handle(text, "m-p", 2)  # delivered again: the run exists, nothing is queued twice
     events = run_until(app, policy_ended("p-again"))
     assert [d.checkpoint_id for d in vm_arm.deletions] == ["cp-00", "cp-01", "cp-02"]

@@ -45,7 +45,8 @@ def test_the_first_request_takes_the_vm_the_next_waits_and_gets_it_on_the_queue_
     assert first is not None and first.tag
     assert vm_turns.take(facts(uri, "b")) is None  # waits
     assert vm_turns.take(facts(uri.upper().replace("/SUBSCRIPTIONS/", "/subscriptions/"), "c")) is None  # same VM
-    assert vm_turns.take(facts(uri, "a")) is not None  # a repeat of the holder goes on
+    assert vm_turns.take(facts(uri, "a"), redelivered=True) is not None  # a redelivery of the holder goes on
+    assert vm_turns.take(facts(uri, "a")) is None  # a second copy of its message does not
     vm_turns.give_back(uri, "a", "succeeded", first.tag)
     assert handed(requests) == ["b"]
     assert table.get_entity(vm_key(uri), TURN)["holder"] == "b"
@@ -80,23 +81,49 @@ def test_a_request_delivered_twice_while_it_waits_is_handed_the_vm_once(turns):
     assert handed(requests) == ["b"]
 
 
-def test_a_crash_in_the_handover_repeats_it_and_the_vm_is_never_lost(turns, monkeypatch):
+def test_the_next_holder_is_named_in_the_table_before_its_request_is_sent(turns, monkeypatch):
+    # Before: the request was sent first; delivered before the table named it, it found itself still
+    # waiting, its message was consumed, and the VM stayed held by a request that would never run.
     vm_turns, table, requests = turns
     uri = new_resource_uri()
     first = vm_turns.take(facts(uri, "a"))
     vm_turns.take(facts(uri, "b"))
-    real = table.submit_transaction
+    real, holders = requests.send_message, []
 
-    def crash_after_the_queue(ops, **kwargs):
-        raise ConnectionError("the process died after putting b on the queue")
+    def send_message(text, **kwargs):
+        holders.append(table.get_entity(vm_key(uri), TURN)["holder"])
+        assert vm_turns.take(json.loads(text)) is not None  # delivered at once: it runs
+        return real(text, **kwargs)
 
-    monkeypatch.setattr(table, "submit_transaction", crash_after_the_queue)
+    monkeypatch.setattr(requests, "send_message", send_message)
+    vm_turns.give_back(uri, "a", "succeeded", first.tag)
+    assert holders == ["b"]
+    assert vm_turns.take(facts(uri, "b")) is None  # a second copy of the message (a send retried) is dropped
+
+
+def test_a_crash_in_the_handover_is_mended_when_the_one_that_handed_it_on_comes_again(turns, monkeypatch):
+    vm_turns, table, requests = turns
+    uri = new_resource_uri()
+    first = vm_turns.take(facts(uri, "a"))
+    vm_turns.take(facts(uri, "b"))
+    real = requests.send_message
+
+    def crash(text, **kwargs):
+        raise ConnectionError("the process died before b's request was sent")
+
+    monkeypatch.setattr(requests, "send_message", crash)
     with pytest.raises(ConnectionError):
         vm_turns.give_back(uri, "a", "succeeded", first.tag)
-    monkeypatch.setattr(table, "submit_transaction", real)
-    vm_turns.give_back(uri, "a", "succeeded", first.tag)  # the delivery of a's message again
-    assert handed(requests) == ["b", "b"]  # at worst twice (ARM's 409 and verification settle a repeat)
-    assert table.get_entity(vm_key(uri), TURN)["holder"] == "b"
+    assert table.get_entity(vm_key(uri), TURN)["holder"] == "b"  # named, never sent
+    monkeypatch.setattr(requests, "send_message", real)
+    vm_turns.give_back(uri, "a", "succeeded", first.tag)  # a's tracking message comes again
+    assert handed(requests) == ["b"]
+    assert vm_turns.take(facts(uri, "a"), redelivered=True) is None  # or a's request message: the same
+    assert handed(requests) == ["b"]
+    assert vm_turns.take(facts(uri, "b")) is not None  # b arrives
+    assert vm_turns.take(facts(uri, "a"), redelivered=True) is None  # now nothing is sent again
+    assert vm_turns.take(facts(uri, "a")) is None  # nor for a copy of a's request
+    assert handed(requests) == []
 
 
 def test_conflicting_writes_are_retried_not_lost(turns, monkeypatch):
