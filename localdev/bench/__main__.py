@@ -74,6 +74,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=1200.0, help="seconds one contender may take (default 1200)")
     p.add_argument("--sdk-threads", type=int, default=32, help="threads sending sdk-sync's POSTs (default 32)")
     p.add_argument(
+        "--telemetry",
+        action="store_true",
+        help="the app contender records OpenTelemetry spans and metrics (batched into in-memory exporters, "
+        "as the Azure Monitor distro batches them; nothing is sent anywhere)",
+    )
+    p.add_argument(
         "--app-log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"], help="hosted contenders' log level"
     )
     args = p.parse_args(argv)
@@ -113,6 +119,7 @@ def run(args: argparse.Namespace) -> dict:
         "app_log_level": args.app_log_level,
         "profile": args.profile,
         "app_processes": args.app_processes,
+        "telemetry": args.telemetry,
     }
     results: dict[str, dict] = {}
     started = time.time()

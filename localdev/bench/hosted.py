@@ -25,6 +25,8 @@ SUBMIT = "submit_checkpoint_deletion"
 def run(contender: str, config: dict, channel, window) -> None:
     log_to_file(config)
     if contender == "app":
+        if config.get("telemetry"):
+            _record_telemetry()
         import function_app  # after the settings are in the environment, as the worker imports it
 
         app = function_app.app
@@ -60,3 +62,21 @@ def _progress(host: LocalHost, contender: str, count: int, channel, stopped: thr
         if contender == "noop-host" and not idle and handled >= count:
             idle = True
             channel.send("idle", ended=time.time(), handled=handled)
+
+
+def _record_telemetry() -> None:
+    """The app's spans and metrics into in-memory exporters, batched as the Azure Monitor distro
+    batches them (spans every 5 s, metrics every 60 s), so that the bench counts their cost."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from shared.telemetry import configure_telemetry
+
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(BatchSpanProcessor(InMemorySpanExporter(), schedule_delay_millis=5000))
+    configure_telemetry(
+        tracer_provider=tracer_provider, meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()])
+    )

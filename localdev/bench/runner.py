@@ -105,6 +105,7 @@ def run_contender(name: str, stand: StandIns, deletions: list[Item], run_dir: Pa
         "sdk_threads": options["sdk_threads"],
         "log_file": str(run_dir / f"{name}.log"),
         "log_level": options["app_log_level"],
+        "telemetry": options.get("telemetry", False),
     }
     if name in plan.HOSTED:
         window = hosting.run(name, stand, deletions, run_dir, config, options)
