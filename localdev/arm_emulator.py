@@ -224,8 +224,7 @@ class ArmEmulator(LoopbackService):
 
     @property
     def overlaps(self) -> int:
-        """deleteCheckpoint POSTs that came while another operation ran on the same VM (each a 409
-        with ``one_job_per_vm``): 0 for a client that keeps to one operation per VM."""
+        """POSTs that came while another operation ran on the VM (409s with ``one_job_per_vm``)."""
         return self._instances.overlaps
 
     def checkpoint_exists(self, resource_uri: str, checkpoint_id: str) -> bool:
