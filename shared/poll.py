@@ -40,6 +40,8 @@ QUEUE_LOOK_SECONDS = 1.0  # a run that found the queue drained looks at it again
 # it is held delays it until its lease ends, so long waits, and transient failures' backoff, go back
 # to the tracking queue, where a crash delays them by nothing.
 HOLD_MAX_SECONDS = 10.0
+SWEEP_SECONDS = 300.0  # how often a poll run mends VM turns that stopped moving
+STALE_MARGIN_SECONDS = 3600.0  # a holder this much older than OPERATION_TIMEOUT_SECONDS is passed over
 
 _order = itertools.count()
 
@@ -78,6 +80,7 @@ class Poller:
         self._tracking = tracking
         self._events = events
         self._turns = turns
+        self._next_sweep = 0.0
         self._timeout = operation_timeout_seconds
         self._window = failure_window_seconds
         self._retry = retry
@@ -101,6 +104,7 @@ class Poller:
         to the invocation). Returns how many status reads ended in each way ("running", "succeeded", ...).
         """
         started = time.monotonic()
+        self._sweep_turns()
         run = Deadline(self._budgets.poll_run)
         # ARM work of an operation ends early enough for its writes, within the run and its lease
         reserve = self._budgets.storage_reserve
@@ -163,6 +167,16 @@ class Poller:
         except Exception:  # storage failing: what was taken is finished, the rest waits for a later run
             logger.exception("poll run: could not take due operations from the tracking queue")
             return []
+
+    def _sweep_turns(self) -> None:
+        """Every SWEEP_SECONDS: mend VM turns that stopped moving (shared/vm_turns.py, `sweep`)."""
+        if self._turns is None or time.monotonic() < self._next_sweep:
+            return
+        self._next_sweep = time.monotonic() + SWEEP_SECONDS
+        try:
+            self._turns.sweep(stale_after=self._timeout + STALE_MARGIN_SECONDS)
+        except Exception:  # the next sweep tries again; polling goes on
+            logger.exception("sweeping the VM turns failed")
 
     def _poll_in_worker(self, item, deadline: Deadline, thread_init: Callable[[], None] | None) -> Outcome | Recheck:
         if thread_init is not None:

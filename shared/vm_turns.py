@@ -43,7 +43,8 @@ logger = get_logger(__name__)
 TURN = "turn"
 ATTEMPTS = 20  # conditional writes lost to other instances in a row before giving up (transient)
 SKIPPED = "skipped"  # the outcome of a policy deletion passed over (its run stopped)
-HANDOVER_BATCH = 30  # waiting entries looked at per handover (skipped policy deletions are passed over)
+HANDOVER_BATCH = 30
+RESEND_AFTER = 600.0  # seconds a request handed its VM may take to arrive before it is sent again  # waiting entries looked at per handover (skipped policy deletions are passed over)
 
 
 class TurnsBusy(Exception):
@@ -293,6 +294,36 @@ class VmTurns:
                 logger.info("the VM's turn goes to requestId=%s", chosen["requestId"])
                 return
         raise TurnsBusy(f"the turn of {resource_uri} kept changing")
+
+    def sweep(self, stale_after: float, resend_after: float = RESEND_AFTER) -> int:
+        """Mend turns that stopped moving (defence in depth: every path found keeps the holder's message
+        or tracking record until it gives the turn back). A request handed the VM that has not arrived
+        after `resend_after` seconds is sent again; a holder older than `stale_after` seconds (longer
+        than any operation may run) is passed over and the VM handed on. Returns the turns mended."""
+        now, mended = self._clock(), 0
+        query = "RowKey eq @turn and since lt @before"
+        for found in self._table.query_entities(query, parameters={"turn": TURN, "before": now - resend_after}):
+            turn = dict(found) | {"etag": found.metadata["etag"]}
+            if turn["holder"] and turn.get("handed"):
+                try:  # once per resend_after: `since` moves on with it
+                    row = {k: v for k, v in turn.items() if k != "etag"} | {"since": now}
+                    self._table.update_entity(
+                        row, mode=UpdateMode.REPLACE, etag=turn["etag"], match_condition=MatchConditions.IfNotModified
+                    )
+                except (ResourceModifiedError, ResourceNotFoundError):
+                    continue
+                self._requests.send_message(turn["handed"], time_to_live=-1)
+                logger.warning(
+                    "requestId=%s was handed its VM and never came: its request is sent again", turn["holder"]
+                )
+                mended += 1
+            elif turn["holder"] and now - turn["since"] > stale_after:
+                logger.error(
+                    "requestId=%s has held its VM for %.0f s: the VM goes on", turn["holder"], now - turn["since"]
+                )
+                self.give_back(turn["resourceUri"], turn["holder"], "failed")
+                mended += 1
+        return mended
 
     def _next(self, pk: str, turn: dict) -> tuple[list[dict], dict | None]:
         """The waiting entries passed over (deletions of stopped policy runs, recorded as skipped

@@ -197,3 +197,30 @@ def test_an_identity_connection_finds_the_table_service_of_the_same_account():
     env |= {"AzureWebJobsStorage__tableServiceUri": "https://other.table.example/"}
     assert Settings.from_env(env).storage.table_service_uri == "https://other.table.example"
     assert not Settings.from_env({"AzureWebJobsStorage__queueServiceUri": "https://127.0.0.1:1/a"}).storage.has_tables
+
+
+def test_a_sweep_sends_again_a_request_handed_the_vm_that_never_came(turns, monkeypatch):
+    vm_turns, table, requests = turns
+    uri = new_resource_uri()
+    first = vm_turns.take(facts(uri, "a"))
+    vm_turns.take(facts(uri, "b"))
+    monkeypatch.setattr(requests, "send_message", lambda *a, **k: None)  # b's request is lost on the way
+    vm_turns.give_back(uri, "a", "succeeded", first.tag)
+    monkeypatch.undo()
+    assert vm_turns.sweep(stale_after=3600, resend_after=60) == 0  # not yet
+    assert handed(requests) == []
+    assert vm_turns.sweep(stale_after=3600, resend_after=0) == 1
+    assert handed(requests) == ["b"]
+    assert vm_turns.take(facts(uri, "b")) is not None  # it arrives
+    assert vm_turns.sweep(stale_after=3600, resend_after=0) == 0  # and is not sent again
+
+
+def test_a_sweep_passes_over_a_holder_older_than_any_operation_and_hands_the_vm_on(turns):
+    vm_turns, table, requests = turns
+    uri = new_resource_uri()
+    vm_turns.take(facts(uri, "gone"))  # its message and tracking record are lost (a defect)
+    vm_turns.take(facts(uri, "next"))
+    assert vm_turns.sweep(stale_after=3600, resend_after=0) == 0  # held, but not for long
+    assert vm_turns.sweep(stale_after=0, resend_after=0) == 1
+    assert handed(requests) == ["next"]
+    assert table.get_entity(vm_key(uri), TURN)["holder"] == "next"
