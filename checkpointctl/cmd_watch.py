@@ -1,4 +1,5 @@
-"""`checkpointctl watch`: follow the events queue and print each outcome event."""
+"""`checkpointctl watch`: follow the events queue and print each outcome event (a deletion's, or a retention
+policy's closing one)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import time
 
 from azure.core.exceptions import ResourceNotFoundError
 
-from shared.events import EventStatus
+from shared.policy import COMPLETED
 
 from .connection import UsageError
 from .console import EXIT_FAILED, EXIT_OK, note, out
@@ -29,11 +30,17 @@ examples:
   # look without consuming, as JSON lines
   python -m checkpointctl watch --peek --json --until-done 3f2c... --timeout 60
 
+  # wait for a retention policy: done at its ScVmm.CheckpointPolicy.Completed or .Failed event
+  python -m checkpointctl watch --until-done policy-7 --timeout 3600
+
 By default watch is a consumer: each event is received, printed, then deleted, so nothing else reading
 the events queue sees it. --peek deletes nothing, but a peek sees at most the first 32 visible messages
 of the queue: when more events are waiting, later ones show only once earlier ones are consumed.
-Exit codes: 0 every awaited request Succeeded (or nothing awaited); 1 one Failed, or --timeout came first;
-2 bad usage. A repeated event id (delivery is at least once) is printed once.
+A policy request is done at its Completed or Failed event; its deletions (requestId <policy id>/<checkpoint>)
+are printed on the way but do not end the wait.
+Exit codes: 0 every awaited request ended well: a deletion Succeeded, a policy Completed with no failed
+deletion (or nothing awaited); 1 one Failed, a policy Completed with failed deletions, or --timeout came
+first; 2 bad usage. A repeated event id (delivery is at least once) is printed once.
 """
 
 
@@ -48,7 +55,11 @@ def add_parser(commands) -> None:
     watch.add_argument("--peek", action="store_true", help="only peek (at most 32 visible messages); delete nothing")
     watch.add_argument("--json", action="store_true", help="print each event's JSON on one line")
     watch.add_argument(
-        "--until-done", nargs="+", metavar="ID", default=[], help="stop once each requestId had Succeeded or Failed"
+        "--until-done",
+        nargs="+",
+        metavar="ID",
+        default=[],
+        help="stop once each requestId had Succeeded or Failed (a policy's: Completed or Failed)",
     )
     watch.add_argument(
         "--until-done-file",
@@ -95,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     awaited = _awaited_ids(args)
     where = target(args)
     client = open_queues(args, where).client(where.events_queue)
-    outcome: dict[str, str] = {}  # awaited requestId -> Succeeded/Failed (the first terminal event wins)
+    outcome: dict[str, Event] = {}  # awaited requestId -> its closing event (the first one wins)
     printed_events: set[str] = set()
     peeked_messages: set[str] = set()
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
@@ -107,8 +118,11 @@ def run(args: argparse.Namespace) -> int:
                 return
             printed_events.add(event.event_id)
         out(json_line(event) if args.json else human_line(event))
-        if event.terminal and event.request_id in awaited_set and event.request_id not in outcome:
-            outcome[event.request_id] = event.status
+        # A deletion's Succeeded/Failed, or a policy's Completed/Failed. A policy's own deletions (requestId
+        # `<policy id>/<checkpointID>`) are shown above but end nothing: their requestIds are not awaited.
+        closing = event.terminal or event.policy_terminal
+        if closing and event.request_id in awaited_set and event.request_id not in outcome:
+            outcome[event.request_id] = event
 
     awaited_set = set(awaited)
 
@@ -157,11 +171,12 @@ def run(args: argparse.Namespace) -> int:
 
     if not awaited:
         return EXIT_OK
-    failed = [rid for rid in awaited if outcome.get(rid) == EventStatus.FAILED]
+    failed = [rid for rid in awaited if rid in outcome and not outcome[rid].ended_well]
     pending = [rid for rid in awaited if rid not in outcome]
-    succeeded = [rid for rid in awaited if outcome.get(rid) == EventStatus.SUCCEEDED]
+    succeeded = [rid for rid in awaited if rid in outcome and outcome[rid].ended_well]
     if failed:
-        note(f"{len(failed)} of {len(awaited)} request(s) failed: {', '.join(map(printable, failed))}")
+        named = ", ".join(_failure_name(rid, outcome[rid]) for rid in failed)
+        note(f"{len(failed)} of {len(awaited)} request(s) failed: {named}")
     if pending:
         why = f"timed out after {args.timeout:g} s" if deadline is not None and not done() else "stopped"
         note(f"{why}; no outcome yet for {len(pending)} request(s): {', '.join(map(printable, pending))}")
@@ -169,3 +184,13 @@ def run(args: argparse.Namespace) -> int:
         note(f"all {len(awaited)} request(s) succeeded")
         return EXIT_OK
     return EXIT_FAILED
+
+
+def _failure_name(request_id: str, event: Event) -> str:
+    """The requestId of a request that did not end well; a policy's says how it ended."""
+    name = printable(request_id)
+    if event.is_policy and event.status == COMPLETED:
+        return f"{name} (policy Completed with {event.failed_deletions} failed deletion(s))"
+    if event.is_policy:
+        return f"{name} (policy Failed)"
+    return name

@@ -108,7 +108,9 @@ class Source:
 
 
 def is_failed(event: Event) -> bool:
-    return event.status == EventStatus.FAILED
+    """A deletion's `Failed` event. A policy's `ScVmm.CheckpointPolicy.Failed` is not one: it names no
+    checkpoint to delete again (its own deletions that failed have deletion `Failed` events of their own)."""
+    return event.is_deletion and event.status == EventStatus.FAILED
 
 
 def error_of(event: Event) -> dict:
