@@ -125,17 +125,22 @@ def human_line(event: Event) -> str:
     if event.is_policy:
         return _policy_line(event)
     data = event.data
-    parts = [
-        printable(event.document.get("time") or "-"),
-        f"{printable(event.status):<9}",
-        printable(event.request_id or "-"),
-        printable(data.get("resourceUri") or event.document.get("source") or "-"),
-    ]
+    parts = _line_head(event)
     if data.get("checkpointId") is not None:
         parts.append(f"checkpoint={printable(data['checkpointId'])}")
     if event.status == EventStatus.FAILED:
         parts.append(_error_text(data))
     return "  ".join(parts)
+
+
+def _line_head(event: Event) -> list[str]:
+    """What every event's line starts with: time, outcome, requestId, resourceUri."""
+    return [
+        printable(event.document.get("time") or "-"),
+        f"{printable(event.status):<9}",
+        printable(event.request_id or "-"),
+        printable(event.data.get("resourceUri") or event.document.get("source") or "-"),
+    ]
 
 
 def _error_text(data: dict) -> str:
@@ -149,12 +154,7 @@ def _policy_line(event: Event) -> str:
     """time, Completed/Failed, requestId, resourceUri, the policy, what became of its checkpoints (and on
     Failed the error): `... Completed  policy-7  /subscriptions/...  keepLatest=2  deleted 3, kept 2, failed 0, skipped 0`."""
     data = event.data
-    parts = [
-        printable(event.document.get("time") or "-"),
-        f"{printable(event.status):<9}",
-        printable(event.request_id or "-"),
-        printable(data.get("resourceUri") or event.document.get("source") or "-"),
-    ]
+    parts = _line_head(event)
     rules = data.get("policy")
     if isinstance(rules, dict) and rules:
         parts.append(" ".join(f"{printable(name)}={printable(value)}" for name, value in rules.items()))

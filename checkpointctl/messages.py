@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from shared.policy import Policy, PolicyInvalid, parse_policy
-from shared.request import MAX_MESSAGE_BYTES, DeletionRequest, InvalidRequest, decode_request, valid_traceparent
+from shared.request import (
+    MAX_MESSAGE_BYTES,
+    DeletionRequest,
+    InvalidRequest,
+    decode_request,
+    object_with_repeats,
+    valid_traceparent,
+)
 
 ENVELOPES = ("plain", "eventgrid", "cloudevents")
 ENCODINGS = ("plain", "base64")
@@ -87,26 +94,9 @@ def read_json_lines(lines: Iterable[str | bytes]) -> Iterator[tuple[int, object 
         if not raw.strip():
             continue
         try:
-            yield number, json.loads(raw, object_pairs_hook=_object)
+            yield number, json.loads(raw, object_pairs_hook=object_with_repeats)
         except ValueError as exc:
             yield number, Problem(where, "message", f"is not valid JSON ({exc})")
-
-
-class _Repeated(dict):
-    """A JSON object that names a member more than once (the last value kept, as json does); `names`
-    holds those names, where shared.policy.parse_policy looks for them as it does in the app's objects."""
-
-    names: frozenset = frozenset()
-
-
-def _object(pairs: list) -> dict:
-    obj = dict(pairs)
-    if len(obj) == len(pairs):
-        return obj
-    seen: set = set()
-    repeated = _Repeated(obj)
-    repeated.names = frozenset(name for name, _ in pairs if name in seen or seen.add(name))
-    return repeated
 
 
 def is_policy_request(request: dict) -> bool:

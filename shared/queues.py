@@ -19,21 +19,26 @@ def bounded_options(endpoint: str, pool_size: int = 32) -> dict:
     a hung call for minutes (three retries, 15 s apart and more, each with a 60 s read timeout).
     The pool holds a connection for each thread that uses the client at once; the environment's
     proxy and CA settings for `endpoint` are read once (`connections`), not on every call."""
-    transport = RequestsTransport(
-        session=endpoint_session(endpoint, pool_size),
-        session_owner=True,
-        connection_timeout=STORAGE_TIMEOUT[0],
-        read_timeout=STORAGE_TIMEOUT[1],
-        connection_verify=ca_bundle(),
-    )
     return {
         "connection_timeout": STORAGE_TIMEOUT[0],
         "read_timeout": STORAGE_TIMEOUT[1],
         "retry_policy": ExponentialRetry(
             initial_backoff=1, increment_base=2, retry_total=STORAGE_RETRIES, random_jitter_range=0.5
         ),
-        "transport": transport,
+        "transport": storage_transport(endpoint, pool_size),
     }
+
+
+def storage_transport(endpoint: str, pool_size: int) -> RequestsTransport:
+    """The HTTP transport of a storage client (queues, the table of VM turns): calls bounded by
+    STORAGE_TIMEOUT, a pool of `pool_size` connections, the environment read once for `endpoint`."""
+    return RequestsTransport(
+        session=endpoint_session(endpoint, pool_size),
+        session_owner=True,
+        connection_timeout=STORAGE_TIMEOUT[0],
+        read_timeout=STORAGE_TIMEOUT[1],
+        connection_verify=ca_bundle(),
+    )
 
 
 def queue_client(storage: StorageConnection, name: str, credential=None, **options) -> QueueClient:

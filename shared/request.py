@@ -116,12 +116,14 @@ class _JsonNumber:
 
 
 class _Repeated(dict):
-    """An object whose JSON text names a member more than once (the last value is kept, as json does)."""
+    """An object whose JSON text names a member more than once (the last value is kept, as json does);
+    `names` holds those names, where shared.policy.parse_policy looks for them."""
 
     names: frozenset = frozenset()
 
 
-def _object(pairs: list) -> dict:
+def object_with_repeats(pairs: list) -> dict:
+    """json's object_pairs_hook that remembers the names given more than once (`names`)."""
     obj = dict(pairs)
     if len(obj) == len(pairs):
         return obj
@@ -139,7 +141,10 @@ def _refuse_constant(name: str):
 
 
 _DECODER = json.JSONDecoder(
-    object_pairs_hook=_object, parse_int=_JsonNumber, parse_float=_JsonNumber, parse_constant=_refuse_constant
+    object_pairs_hook=object_with_repeats,
+    parse_int=_JsonNumber,
+    parse_float=_JsonNumber,
+    parse_constant=_refuse_constant,
 )
 
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from azure.core.exceptions import ResourceExistsError
-from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableClient
 
-from .budgets import STORAGE_RETRIES, STORAGE_TIMEOUT
-from .connections import ca_bundle, endpoint_session
+from .budgets import STORAGE_RETRIES
 from .logs import get_logger
+from .queues import storage_transport
 from .settings import StorageConnection
 
 logger = get_logger(__name__)
@@ -24,14 +23,11 @@ def open_table(storage: StorageConnection, name: str, credential=None, pool_size
     """A client for table `name` whose calls are bounded in time as the queues' are, the table
     created if missing."""
     endpoint = _client(storage, name, credential).url
-    transport = RequestsTransport(
-        session=endpoint_session(endpoint, pool_size),
-        session_owner=True,
-        connection_timeout=STORAGE_TIMEOUT[0],
-        read_timeout=STORAGE_TIMEOUT[1],
-        connection_verify=ca_bundle(),
-    )
-    options = {"transport": transport, "retry_total": STORAGE_RETRIES, "retry_backoff_factor": 1.0}
+    options = {
+        "transport": storage_transport(endpoint, pool_size),
+        "retry_total": STORAGE_RETRIES,
+        "retry_backoff_factor": 1.0,
+    }
     client = _client(storage, name, credential, **options)
     try:
         client.create_table()

@@ -16,7 +16,6 @@ from azure.core.exceptions import AzureError
 
 import shared.queues
 import shared.runtime
-import shared.tables
 from localdev.arm_emulator import Fault, Scenario
 from shared.budgets import Budgets
 from shared.submit import SubmitDeferred
@@ -76,8 +75,7 @@ def test_a_submit_waits_a_bounded_time_for_a_token_from_a_hung_identity_endpoint
 
 def test_submit_and_poll_end_in_bounded_time_while_storage_hangs(make_app, arm, azurite, monkeypatch):
     # Without bounded storage clients the SDK retries a hung call for minutes.
-    monkeypatch.setattr(shared.queues, "STORAGE_TIMEOUT", (1.0, 1.0))
-    monkeypatch.setattr(shared.tables, "STORAGE_TIMEOUT", (1.0, 1.0))  # the table of VM turns
+    monkeypatch.setattr(shared.queues, "STORAGE_TIMEOUT", (1.0, 1.0))  # the queues' and the table's transport
     app = make_app(budgets=Budgets(poll_run=6.0))
     arm.default = Scenario(retry_after=0)
     os.kill(azurite.pid, signal.SIGSTOP)

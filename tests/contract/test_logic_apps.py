@@ -97,17 +97,7 @@ def test_logic_app_on_outcome_parses_every_event_and_branches_on_the_outcome():
     assert switch["expression"] == "@body('Parse_event')?['type']"
     assert {c["case"] for c in switch["cases"].values()} == {TYPE_PREFIX + "Succeeded", TYPE_PREFIX + "Failed"}
     # Every field a branch reads exists in the event schema.
-    data = EVENT_SCHEMA["$defs"]["data"]["properties"]
-    error = EVENT_SCHEMA["$defs"]["error"]["properties"]
-    text = json.dumps(switch)
-    for path in re.findall(r"body\('Parse_event'\)((?:\?\['\w+'\])+)", text):
-        keys = re.findall(r"\['(\w+)'\]", path)
-        if keys[0] == "data":
-            assert keys[1] in data, path
-            if keys[1] == "error" and len(keys) > 2:
-                assert keys[2] in error, path
-        else:
-            assert keys[0] in EVENT_SCHEMA["$defs"]["cloudEvent"]["properties"], path
+    assert_reads_only_schema_members(switch, "Parse_event", EVENT_SCHEMA)
     delete = app.action("Delete_event_message")
     assert delete["runAfter"] == {"Switch_on_outcome": ["Succeeded"]}
     assert "triggerBody()?['MessageId']" in delete["inputs"]["path"]
@@ -384,18 +374,7 @@ def test_logic_app_on_outcome_reads_only_what_policy_events_have():
     assert switch["expression"] == "@body('Parse_policy_event')?['type']"
     types = POLICY_EVENT_SCHEMA["properties"]["type"]["enum"]
     assert sorted(c["case"] for c in switch["cases"].values()) == sorted(types)
-    data = POLICY_EVENT_SCHEMA["$defs"]["data"]["properties"]
-    error = EVENT_SCHEMA["$defs"]["error"]["properties"]
-    paths = re.findall(r"body\('Parse_policy_event'\)((?:\?\['\w+'\])+)", json.dumps(switch))
-    assert paths
-    for path in paths:
-        keys = re.findall(r"\['(\w+)'\]", path)
-        if keys[0] == "data":
-            assert keys[1] in data, path
-            if keys[1] == "error" and len(keys) > 2:
-                assert keys[2] in error, path
-        else:
-            assert keys[0] in POLICY_EVENT_SCHEMA["$defs"]["cloudEvent"]["properties"], path
+    assert assert_reads_only_schema_members(switch, "Parse_policy_event", POLICY_EVENT_SCHEMA)
     # The deletion events' Parse JSON no longer requires data.status, which policy events do not have.
     parse = Draft4Validator(app.action("Parse_event")["inputs"]["schema"])
     for event in policy_events():
@@ -417,3 +396,19 @@ def test_the_nightly_request_of_docs_policies_md_is_the_workflows():
     (sample,) = re.findall(r"\n```\n(\{.*?\})\n```\n", section, re.DOTALL)
     (message,) = nightly_messages({"vmResourceIds": [URI]})
     assert json.loads(sample) == json.loads(message)
+
+
+def assert_reads_only_schema_members(actions: dict, parse_action: str, schema: dict) -> list[str]:
+    """Every `body('<parse_action>')?['..']` path in `actions` names a member `schema` defines (data's,
+    the error's inside data.error, or the CloudEvent's); returns the paths found."""
+    data, error = schema["$defs"]["data"]["properties"], EVENT_SCHEMA["$defs"]["error"]["properties"]
+    paths = re.findall(rf"body\('{parse_action}'\)((?:\?\['\w+'\])+)", json.dumps(actions))
+    for path in paths:
+        keys = re.findall(r"\['(\w+)'\]", path)
+        if keys[0] == "data":
+            assert keys[1] in data, path
+            if keys[1] == "error" and len(keys) > 2:
+                assert keys[2] in error, path
+        else:
+            assert keys[0] in schema["$defs"]["cloudEvent"]["properties"], path
+    return paths
