@@ -310,12 +310,9 @@ class ArmEmulator(LoopbackService):
 
     # ---- the main listener's requests (the other host's: ArmHandler.answer_other_host) ------------
     def _on_request(self, h: ArmHandler) -> None:
-        raw = h.read_body()
-        if raw is None:
-            h.send_reply(Reply.json(413, full_error({"code": "RequestEntityTooLarge", "message": "Body too large."})))
+        rec = h.receive(self._log)
+        if rec is None:
             return
-        rec = h.record(raw, "unknown")
-        self._log.add(rec)
         try:
             reply = self._decide(h, rec)
             self._chaos.finish(rec.chaos, reply)  # a slow or lost answer of a processed request

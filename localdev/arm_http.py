@@ -17,15 +17,23 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from localdev.arm_common import Reply
+from localdev.arm_common import Reply, full_error
 from localdev.arm_records import RecordedRequest, RequestLog
 from localdev.servers import LoopbackHandler, LoopbackServer
 
-__all__ = ["MAX_BODY", "ArmHandler", "TLSServer", "fingerprint"]
+__all__ = ["MAX_BODY", "ArmHandler", "BodyCutShort", "TLSServer", "fingerprint"]
 
 _LOG = logging.getLogger("localdev.arm_emulator")
 
 MAX_BODY = 1 << 20
+
+
+class BodyCutShort(Exception):
+    """The connection ended inside the request body (``received`` bytes of it came)."""
+
+    def __init__(self, received: int) -> None:
+        super().__init__(f"the request body ended after {received} bytes")
+        self.received = received
 
 
 def fingerprint(token: str) -> str:
@@ -44,11 +52,17 @@ class ArmHandler(LoopbackHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _dispatch  # noqa: N815
 
     def read_body(self) -> bytes | None:
-        """The request body; None if it is too large or malformed (connection then closes)."""
+        """The request body; None if it is too large or malformed (connection then closes).
+
+        Raises :class:`BodyCutShort` when the stream ends before the body does: the client went
+        away while sending (a process killed between writing the headers and the body, which
+        urllib3 sends apart). ARM never sees such a request whole, so it is not one to judge."""
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             chunks, total = [], 0
             while True:
                 line = self.rfile.readline(1024)
+                if not line:
+                    raise BodyCutShort(total)
                 size = int(line.split(b";")[0].strip() or b"0", 16)
                 if size == 0:
                     while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
@@ -58,13 +72,41 @@ class ArmHandler(LoopbackHandler):
                 if total > MAX_BODY:
                     self.close_connection = True
                     return None
-                chunks.append(self.rfile.read(size))
+                chunk = self.rfile.read(size)
+                if len(chunk) < size:
+                    raise BodyCutShort(total - size + len(chunk))
+                chunks.append(chunk)
                 self.rfile.readline(1024)
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_BODY:
             self.close_connection = True
             return None
-        return self.rfile.read(length) if length > 0 else b""
+        body = self.rfile.read(length) if length > 0 else b""
+        if len(body) < length:
+            raise BodyCutShort(len(body))
+        return body
+
+    def receive(self, log: RequestLog) -> RecordedRequest | None:
+        """The request, read whole and added to ``log``; None when it is dealt with already: a body
+        over :data:`MAX_BODY` (answered 413), or one cut short (:class:`BodyCutShort`: recorded as
+        kind ``cut-short`` with no answer, since ARM never sees such a request whole, it is never
+        judged)."""
+        try:
+            raw = self.read_body()
+        except BodyCutShort as cut:
+            rec = self.record(b"", "cut-short")
+            log.add(rec)
+            _LOG.info("arm-emulator: %s %s: %s; no answer", rec.method, rec.path, cut)
+            self.hang_up()
+            return None
+        if raw is None:
+            self.send_reply(
+                Reply.json(413, full_error({"code": "RequestEntityTooLarge", "message": "Body too large."}))
+            )
+            return None
+        rec = self.record(raw, "unknown")
+        log.add(rec)
+        return rec
 
     def record(self, raw: bytes, kind: str) -> RecordedRequest:
         """The request as received, its Authorization redacted."""
@@ -120,7 +162,11 @@ class ArmHandler(LoopbackHandler):
 
     def answer_other_host(self, log: RequestLog) -> None:
         """The listener no token should reach: any request is recorded as a violation, answered 200."""
-        rec = self.record(self.read_body() or b"", "other-host")
+        try:
+            raw = self.read_body() or b""
+        except BodyCutShort:
+            raw = b""
+        rec = self.record(raw, "other-host")
         msg = f"other host received {self.command} {rec.path}" + (
             " with Authorization" if rec.has_authorization else ""
         )

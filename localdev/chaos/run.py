@@ -185,7 +185,7 @@ class ChaosRun:
             Row("faults that could not be injected as planned", len(log.problems), True),
             Row("faults: host kills (SIGKILL)", log.host_kills),
             Row("host exits not caused by the run", self_exits),
-            Row("faults: Azurite restarts (SIGKILL)", log.azurite_restarts),
+            Row("faults: Azurite restarts (stopped, started again)", log.azurite_restarts),
             Row(
                 "faults: identity garbage s / hang s",
                 f"{log.identity_garbage_seconds:g} / {log.identity_hang_seconds:g}",

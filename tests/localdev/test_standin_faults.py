@@ -5,6 +5,8 @@ its queues on disk across a restart."""
 from __future__ import annotations
 
 import json
+import socket
+import ssl
 import threading
 import time
 import uuid
@@ -13,11 +15,13 @@ import pytest
 import requests
 from azure.storage.queue import QueueServiceClient
 
+from localdev.arm_emulator import ArmEmulator
 from localdev.azurite import Azurite
 from localdev.eventgrid_endpoint import AUDIENCE, EventGridEndpoint
 from localdev.identity_endpoint import IdentityEndpoint
 
 ARM = "https://management.azure.com"
+RESOURCE = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg1/providers/Microsoft.ScVmm/virtualMachines/vm1"
 
 
 @pytest.fixture
@@ -187,6 +191,49 @@ def test_one_rejected_id_refuses_the_whole_batch_naming_it(topic, idp):
 def test_an_unknown_down_mode_is_refused(topic):
     with pytest.raises(ValueError, match="mode"):
         topic.down_for(1.0, "sleep")
+
+
+# -- ARM emulator: a client that goes away mid-request -------------------------------------------------
+def _send_and_go_away(arm: ArmEmulator, token: str, framing: str, body_part: bytes) -> None:
+    """Send a POST's headers and the start of its body, then close: what the app's host does when
+    it is killed between urllib3's write of the headers and its write of the body."""
+    host, port = arm.endpoint.removeprefix("https://").split(":")
+    path = arm.url_for(RESOURCE).removeprefix(arm.endpoint)
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\n{framing}\r\n\r\n"
+    ).encode()
+    context = ssl.create_default_context(cafile=arm.ca_bundle_path)
+    raw = socket.create_connection((host, int(port)), timeout=10)
+    with context.wrap_socket(raw, server_hostname=host) as tls:
+        tls.sendall(head + body_part)
+
+
+@pytest.mark.parametrize(
+    ("framing", "body_part"),
+    [("Content-Length: 40", b""), ("Content-Length: 40", b'{"id": "c'), ("Transfer-Encoding: chunked", b'20\r\n{"id"')],
+    ids=["headers-only", "part-of-the-body", "chunked"],
+)
+def test_a_request_whose_body_never_came_whole_is_recorded_but_neither_judged_nor_answered(
+    ca, identity, framing, body_part
+):
+    with ArmEmulator(ca, identity) as arm:
+        _send_and_go_away(arm, identity.mint(ARM), framing, body_part)
+        deadline = time.monotonic() + 10
+        while not arm.requests(kind="cut-short") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        (rec,) = arm.requests(kind="cut-short")
+        assert rec.method == "POST" and rec.status is None
+        assert arm.violations == [], "a request ARM never received whole is no breach of its rules"
+        assert arm.operations == []
+        whole = requests.post(
+            arm.url_for(RESOURCE),
+            json={"id": "cp"},
+            headers={"Authorization": "Bearer " + identity.mint(ARM)},
+            verify=arm.ca_bundle_path,
+            timeout=10,
+        )
+        assert whole.status_code == 202 and arm.violations == []
 
 
 # -- Azurite on disk --------------------------------------------------------------------------------
