@@ -8,6 +8,7 @@ type, ends as `TokenUnavailable` with its message kept (cleaned and bounded).
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections.abc import Callable
@@ -69,7 +70,9 @@ class TokenCache:
 
     def _start_fetch(self, now: float) -> _Fetch:
         fetch = self._fetch = _Fetch(now)
-        threading.Thread(target=self._run, args=(fetch,), name="token-fetch", daemon=True).start()
+        # in the context of the request that started it: its log lines carry that request's ids
+        context = contextvars.copy_context()
+        threading.Thread(target=context.run, args=(self._run, fetch), name="token-fetch", daemon=True).start()
         return fetch
 
     def _run(self, fetch: _Fetch) -> None:

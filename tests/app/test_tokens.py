@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 
 import pytest
 from azure.core.credentials import AccessToken
 
+from shared.logs import request_scope
 from shared.submit import SubmitDeferred
 from shared.tokens import REFRESH_MARGIN, TokenCache, TokenUnavailable
 from tests.support.app_harness import new_resource_uri
@@ -61,6 +63,22 @@ def test_any_failure_of_the_credential_is_a_token_unavailable_with_its_message(f
     with pytest.raises(TokenUnavailable) as raised:
         TokenCache(Failing(), "scope").token(wait=5)
     assert type(failure).__name__ in str(raised.value)
+
+
+def test_a_failed_fetch_is_logged_under_the_request_that_started_it(caplog):
+    class Failing:
+        def get_token(self, scope):
+            raise ValueError("the endpoint said no")
+
+    cache = TokenCache(Failing(), "scope")
+    with (
+        caplog.at_level(logging.WARNING, logger="shared.tokens"),
+        request_scope("req-7", "corr-7"),
+        pytest.raises(TokenUnavailable),
+    ):
+        cache.token(wait=5)
+    (line,) = [r.getMessage() for r in caplog.records if "token fetch failed" in r.getMessage()]
+    assert line.startswith("requestId=req-7 correlationId=corr-7: token fetch failed: ValueError")
 
 
 def test_a_token_without_a_usable_expiry_is_refused():
