@@ -27,7 +27,8 @@ from .events import EventWriter
 from .logs import get_logger
 from .policy import COMPLETED, Policy, Selection, policy_event
 from .request import MAX_TEXT_FIELD
-from .vm_turns import VmTurns, Waiting, request_text, vm_key
+from .turn_rows import Waiting, request_text, vm_key
+from .vm_turns import VmTurns
 
 logger = get_logger(__name__)
 

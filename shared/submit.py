@@ -19,8 +19,9 @@ from .policy_submit import PolicyDeferred, PolicySubmitter
 from .request import DeletionRequest, InvalidRequest, decode_request
 from .retry import SUBMIT_RETRY, RetryPolicy
 from .tracking import Operation, TrackingStore, visibility_delay
+from .turn_rows import Turn
 from .verification import ABSENT, UNREADABLE_NOW, verified_absent, verify
-from .vm_turns import Turn, TurnsBusy, VmTurns
+from .vm_turns import TurnsBusy, VmTurns
 
 logger = get_logger(__name__)
 

@@ -26,21 +26,29 @@ twice, and ARM's 409 and verification settle the repeat.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
 from .logs import get_logger
+from .turn_rows import (
+    TURN,
+    Turn,
+    Waiting,
+    request_key,
+    request_text,
+    seq_of,
+    turn_entity,
+    turn_op,
+    vm_key,
+    waiting_key,
+)
 
 logger = get_logger(__name__)
 
-TURN = "turn"
 ATTEMPTS = 20  # conditional writes lost to other instances in a row before giving up (transient)
 SKIPPED = "skipped"  # the outcome of a policy deletion passed over (its run stopped)
 HANDOVER_BATCH = 30
@@ -49,47 +57,6 @@ RESEND_AFTER = 600.0  # seconds a request handed its VM may take to arrive befor
 
 class TurnsBusy(Exception):
     """The VM's turn row kept changing under us; the caller retries later (a transient failure)."""
-
-
-@dataclass(frozen=True)
-class Turn:
-    """The right to run an operation on a VM. `tag` is the turn row's ETag when this request created
-    it (a give-back then needs one call); `policy` names the policy run the deletion belongs to."""
-
-    tag: str | None = None
-    policy: str = ""
-    index: int = 0
-    total: int = 0
-
-
-def vm_key(resource_uri: str) -> str:
-    """The VM's partition: resource ids are case-insensitive, and `/` may not be in a key."""
-    return hashlib.sha256(resource_uri.casefold().encode()).hexdigest()[:40]
-
-
-def request_key(request_id: str) -> str:
-    return "r" + hashlib.sha256(request_id.encode()).hexdigest()[:40]
-
-
-def waiting_key(seq: int) -> str:
-    return f"w{seq:012d}"
-
-
-def request_text(facts: dict) -> str:
-    """A request as it goes back on the requests queue: plain JSON with the fields it had."""
-    names = ("resourceUri", "checkpointId", "requestId", "correlationId", "traceparent")
-    return json.dumps({n: facts[n] for n in names if facts.get(n) is not None}, separators=(",", ":"))
-
-
-@dataclass(frozen=True)
-class Waiting:
-    """A request that waits for its VM; `policy`/`index`/`total` place a policy's deletion in its run."""
-
-    request_id: str
-    text: str
-    policy: str = ""
-    index: int = 0
-    total: int = 0
 
 
 class VmTurns:
@@ -113,7 +80,7 @@ class VmTurns:
         pk, rid = vm_key(facts["resourceUri"]), facts["requestId"]
         for _ in range(ATTEMPTS):
             try:  # a free VM has no turn row: taking it is one call
-                made = self._table.create_entity(self._turn_entity(pk, facts["resourceUri"], rid, head=0, tail=0))
+                made = self._table.create_entity(turn_entity(pk, facts["resourceUri"], rid, self._clock()))
                 return Turn(tag=made.get("etag"))
             except ResourceExistsError:
                 pass
@@ -156,7 +123,7 @@ class VmTurns:
             for _ in range(ATTEMPTS):
                 turn = self._get(pk, TURN)
                 if turn is None:
-                    turn = self._turn_entity(pk, resource_uri, "", head=0, tail=0)
+                    turn = turn_entity(pk, resource_uri, "", self._clock())
                 rows = extra(done + len(chunk)) if extra else []
                 if self._append(turn, chunk, rows) is not None:
                     break
@@ -182,7 +149,7 @@ class VmTurns:
             ops.append(("create", row))
             seq += 1
         updated = {**turn, "tail": seq}
-        ops.insert(0, self._turn_op(updated, turn))
+        ops.insert(0, turn_op(updated, turn))
         ops += rows or []
         try:
             self._table.submit_transaction(ops)
@@ -274,11 +241,11 @@ class VmTurns:
                     continue
             passed, chosen = self._next(pk, turn)
             last = chosen or (passed[-1] if passed else None)
-            updated = {**turn, "head": _seq(last) + 1 if last else turn["tail"], "by": by}
+            updated = {**turn, "head": seq_of(last) + 1 if last else turn["tail"], "by": by}
             if chosen is not None:
                 updated |= {"holder": chosen["requestId"], "since": self._clock(), "handed": chosen["request"]}
                 updated |= {k: chosen.get(k, d) for k, d in (("policy", ""), ("index", 0), ("total", 0))}
-            ops = [self._turn_op(updated, turn)]
+            ops = [turn_op(updated, turn)]
             for entry in [*passed, *([chosen] if chosen else [])]:
                 ops.append(("delete", {"PartitionKey": pk, "RowKey": entry["RowKey"]}))
                 ops.append(("delete", {"PartitionKey": pk, "RowKey": request_key(entry["requestId"])}))
@@ -358,23 +325,3 @@ class VmTurns:
         params = {"pk": pk, "low": waiting_key(head), "high": "x"}
         pages = self._table.query_entities(query, parameters=params, results_per_page=count).by_page()
         return [dict(e) for e in next(pages, [])][:count]
-
-    def _turn_entity(self, pk: str, resource_uri: str, holder: str, head: int, tail: int) -> dict:
-        entity = {"PartitionKey": pk, "RowKey": TURN, "holder": holder, "since": self._clock()}
-        entity |= {"head": head, "tail": tail, "resourceUri": resource_uri, "policy": "", "index": 0, "total": 0}
-        return entity | {"by": "", "handed": ""}  # who handed the VM on last, and the request it sent
-
-    @staticmethod
-    def _turn_op(updated: dict, current: dict) -> tuple:
-        row = {k: v for k, v in updated.items() if k != "etag"}
-        if "etag" not in current:
-            return ("create", row)
-        return (
-            "update",
-            row,
-            {"mode": "replace", "etag": current["etag"], "match_condition": MatchConditions.IfNotModified},
-        )
-
-
-def _seq(entry: dict) -> int:
-    return int(entry["RowKey"][1:])

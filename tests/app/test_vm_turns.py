@@ -13,7 +13,8 @@ from shared.policy_runs import child_request_id
 from shared.request import MAX_TEXT_FIELD, decode_request
 from shared.settings import Settings, StorageConnection
 from shared.tables import open_table
-from shared.vm_turns import TURN, VmTurns, vm_key
+from shared.turn_rows import TURN, vm_key
+from shared.vm_turns import VmTurns
 from tests.support.app_harness import new_resource_uri
 
 
