@@ -15,7 +15,8 @@ from .policy import policy_event
 from .policy_runs import FAILED, SUCCEEDED, PolicyRuns
 from .request import DeletionRequest, InvalidRequest, decode_request
 from .retry import SUBMIT_RETRY, RetryPolicy
-from .submit import request_facts
+from .submit import follow_noted_operation, request_facts
+from .tracking import TrackingStore
 from .verification import ABSENT, UNREADABLE_NOW, verified_absent, verify
 from .vm_turns import VmTurns
 
@@ -38,11 +39,13 @@ class PoisonHandler:
         sleep: Callable[[float], None] = time.sleep,
         turns: VmTurns | None = None,
         runs: PolicyRuns | None = None,
+        tracking: TrackingStore | None = None,
     ):
         self._arm = arm_client
         self._events = events
         self._turns = turns
         self._runs = runs
+        self._tracking = tracking
         self._retry = retry
         self._budgets = budgets
         self._clock = clock
@@ -70,8 +73,10 @@ class PoisonHandler:
             if request.policy is not None:
                 self._policy_poisoned(request, facts)
                 return
-            deadline = Deadline(self._budgets.submit).earlier(self._budgets.storage_reserve)
             with request_scope(request.request_id, request.correlation_id):
+                if self._follows_noted_operation(request):
+                    return
+                deadline = Deadline(self._budgets.submit).earlier(self._budgets.storage_reserve)
                 verdict = self._verify(request, deadline)
             if verdict.state == ABSENT:
                 verified = verified_absent(None)
@@ -93,6 +98,18 @@ class PoisonHandler:
                 self._events.write(outcome_event(EventStatus.FAILED, {**facts, "completedAt": now}, now, error))
             if request is not None and self._turns is not None:  # it may hold its VM's turn
                 self._turns.give_back(request.resource_uri, request.request_id, SUCCEEDED if verified else FAILED)
+
+    def _follows_noted_operation(self, request: DeletionRequest) -> bool:
+        """Whether ARM accepted this request's deletion before its process died (noted in the VM's
+        turn): then that operation is followed, and its own terminal event gives the turn back."""
+        if self._turns is None or self._tracking is None:
+            return False
+        noted = self._turns.noted_operation(request.resource_uri, request.request_id)
+        if not noted:
+            return False
+        logger.error("the request landed in the poison queue after ARM accepted its deletion")
+        follow_noted_operation(noted, self._tracking, self._events, self._clock())
+        return True
 
     def _policy_poisoned(self, request: DeletionRequest, facts: dict) -> None:
         """A policy request: its run goes on when it was started (its own event closes it), else the

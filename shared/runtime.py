@@ -182,7 +182,9 @@ def build_services(
             runs=runs,
         ),
         poller=poller,
-        poison=PoisonHandler(arm, events, retry=submit_retry, budgets=budgets, turns=turns, runs=runs),
+        poison=PoisonHandler(
+            arm, events, retry=submit_retry, budgets=budgets, turns=turns, runs=runs, tracking=tracking
+        ),
         forwarder=forwarder,
         budgets=budgets,
     )

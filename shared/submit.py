@@ -26,6 +26,20 @@ from .vm_turns import TurnsBusy, VmTurns
 logger = get_logger(__name__)
 
 
+def follow_noted_operation(record: str, tracking: TrackingStore, events: EventWriter, now: float) -> Outcome:
+    """A request whose deletion ARM accepted, noted in its VM's turn before the delivery that POSTed
+    died (VmTurns.note_operation), comes again (or lands in the poison queue): its Accepted is written
+    (again: the same id) and the operation tracked (again: at worst twice, and both trackers read the
+    same status URL and end alike), instead of a POST that would meet the VM busy with it, or start a
+    second deletion after it failed."""
+    operation = Operation.from_message(record)
+    operation.turnTag = None  # the row changed since the note: the give-back takes the long way
+    logger.warning("an earlier delivery had this deletion accepted (%s): it is followed", operation.operationUrl)
+    events.write(outcome_event(EventStatus.ACCEPTED, operation.facts(), now))
+    tracking.add(operation, 0)
+    return Outcome.ACCEPTED
+
+
 class SubmitDeferred(Exception):
     """ARM kept failing transiently; the request message goes back to the queue for a later delivery."""
 
@@ -116,6 +130,8 @@ class Submitter:
     def _submit(
         self, request: DeletionRequest, facts: dict, dequeue_count: int, deadline: Deadline, turn: Turn
     ) -> Outcome:
+        if turn.operation:  # an earlier delivery had its deletion accepted and then died: follow that one
+            return follow_noted_operation(turn.operation, self._tracking, self._events, self._clock())
         answer = None
         if dequeue_count > 1:  # an earlier delivery may have reached ARM: the instance says
             verdict = verify(self._arm, request.resource_uri, request.checkpoint_id, deadline)
@@ -153,6 +169,16 @@ class Submitter:
             )
         )
         return Outcome.RETRIES_EXHAUSTED
+
+    def _note(self, request: DeletionRequest, operation: Operation, tag: str | None) -> str | None:
+        """Note the operation in the VM's turn row before it is tracked (see VmTurns.note_operation);
+        returns the turn tag for the tracking record. A failure to note is logged, never a reason to
+        lose the operation: it is tracked all the same."""
+        try:
+            return self._turns.note_operation(request.resource_uri, request.request_id, operation.to_message(), tag)
+        except Exception:
+            logger.exception("the accepted operation could not be noted in the VM's turn; it is tracked all the same")
+            return tag  # if the note was written after all, the tag is stale and the give-back takes the long way
 
     def _try_within_budget(self, request: DeletionRequest, deadline: Deadline) -> ArmAnswer:
         answer = self._try_once(request, deadline)
@@ -202,6 +228,8 @@ class Submitter:
             self._events.write(outcome_event(EventStatus.FAILED, {**operation.facts(), "completedAt": now}, now, error))
             return Outcome.UNTRUSTED_OPERATION_URL
         delay = visibility_delay(answer.retry_after, DEFAULT_RETRY_AFTER)
+        if self._turns is not None:
+            operation.turnTag = self._note(request, operation, turn.tag)
         sent = self._tracking.add(operation, delay)
         try:
             self._events.write(outcome_event(EventStatus.ACCEPTED, operation.facts(), now))

@@ -8,7 +8,8 @@ on the requests queue again and runs as if it had just arrived.
 
 One partition per VM (the key: a hash of the resourceUri, case-folded) holds:
 - `turn`: who holds the VM (`holder`, a requestId, "" when nobody does but requests wait), since
-  when, and the range of waiting requests `head`..`tail`; absent when the VM is free and nobody waits;
+  when, the range of waiting requests `head`..`tail`, and the holder's `operation` once ARM accepted
+  it (`note_operation`); absent when the VM is free and nobody waits;
 - `w<seq>`: a waiting request (the request's JSON, as it goes back on the requests queue);
 - `r<hash of requestId>`: which waiting entry a requestId has, so that a request delivered twice
   waits once;
@@ -93,7 +94,12 @@ class VmTurns:
                 elif not redelivered:  # a second copy of a message (a send retried after a lost answer)
                     logger.warning("a second copy of this request's message is dropped: the request runs already")
                     return None
-                return Turn(policy=turn.get("policy", ""), index=turn.get("index", 0), total=turn.get("total", 0))
+                placed = {
+                    "policy": turn.get("policy", ""),
+                    "index": turn.get("index", 0),
+                    "total": turn.get("total", 0),
+                }
+                return Turn(**placed, operation=turn.get("operation") or "")
             if turn.get("by") == rid:  # this request ended and handed the VM on
                 if redelivered:  # a crash may have cut the handover short: finish it
                     self._finish_handover(turn, rid)
@@ -161,6 +167,36 @@ class VmTurns:
                 return False  # a request of these waits already
             raise
 
+    def note_operation(self, resource_uri: str, request_id: str, record: str, tag: str | None) -> str | None:
+        """Keep the tracking record of the operation ARM accepted for the holder `request_id` in its
+        turn row, before it goes on the tracking queue: a redelivery of the request (its process died
+        before the message was consumed) then follows that operation instead of POSTing again, which
+        would meet the VM busy with it. Returns the row's new ETag when `tag` still was the row's (the
+        give-back stays one call), else None."""
+        pk = vm_key(resource_uri)
+        row = {"PartitionKey": pk, "RowKey": TURN, "operation": record}
+        if tag:
+            try:
+                done = self._table.update_entity(
+                    row, mode=UpdateMode.MERGE, etag=tag, match_condition=MatchConditions.IfNotModified
+                )
+                return done.get("etag")
+            except ResourceModifiedError:
+                pass  # a request came to wait meanwhile: the give-back takes the long way
+        turn = self._get(pk, TURN)
+        if turn is None or turn["holder"] != request_id:
+            logger.warning("the VM's turn is not this request's any more: its operation is not noted")
+            return None
+        self._table.update_entity(
+            row, mode=UpdateMode.MERGE, etag=turn["etag"], match_condition=MatchConditions.IfNotModified
+        )
+        return None
+
+    def noted_operation(self, resource_uri: str, request_id: str) -> str:
+        """The operation noted for `request_id` while it holds its VM ("" when none is)."""
+        turn = self._get(vm_key(resource_uri), TURN)
+        return (turn.get("operation") or "") if turn is not None and turn["holder"] == request_id else ""
+
     # --- giving it back ------------------------------------------------------------------------------
 
     def give_back(self, resource_uri: str, request_id: str, outcome: str, tag: str | None = None) -> None:
@@ -189,7 +225,7 @@ class VmTurns:
                         pk, TURN, etag=turn["etag"], match_condition=MatchConditions.IfNotModified
                     )
                     return
-                freed = {**turn, "holder": "", "policy": "", "index": 0, "total": 0, "by": request_id}
+                freed = {**turn, "holder": "", "policy": "", "index": 0, "total": 0, "by": request_id, "operation": ""}
                 self._table.update_entity(
                     freed, mode=UpdateMode.REPLACE, etag=turn["etag"], match_condition=MatchConditions.IfNotModified
                 )
@@ -244,6 +280,7 @@ class VmTurns:
             updated = {**turn, "head": seq_of(last) + 1 if last else turn["tail"], "by": by}
             if chosen is not None:
                 updated |= {"holder": chosen["requestId"], "since": self._clock(), "handed": chosen["request"]}
+                updated["operation"] = ""
                 updated |= {k: chosen.get(k, d) for k, d in (("policy", ""), ("index", 0), ("total", 0))}
             ops = [turn_op(updated, turn)]
             for entry in [*passed, *([chosen] if chosen else [])]:
