@@ -48,6 +48,13 @@ class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the setting."""
 
 
+def binding_setting(name: str, environ: Mapping[str, str] = os.environ) -> str:
+    """A trigger binding's value for the setting `name`: `%name%` when the setting is there (the host
+    resolves it), else the setting's default. The host cannot resolve a reference to a missing
+    setting (the function would not start), and the contract gives these settings defaults."""
+    return f"%{name}%" if environ.get(name) else DEFAULTS[name]
+
+
 @dataclass(frozen=True)
 class StorageConnection:
     """Where the queues (and the table of VM turns) live: a connection string, or service URIs

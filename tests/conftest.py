@@ -21,6 +21,12 @@ logging.getLogger("azure").setLevel(logging.WARNING)  # the SDK's HTTP logging d
 
 sys.addaudithook(loopback_only)
 
+# As local.settings.sample.json does, the environment names the settings the triggers' bindings
+# refer to (`%CHECKPOINT_REQUESTS_QUEUE%`), so that each test's harness resolves them to its own
+# queues; without them the app binds the defaults (tests/app/test_function_app.py).
+os.environ.setdefault("CHECKPOINT_REQUESTS_QUEUE", "checkpoint-delete-requests")
+os.environ.setdefault("POLL_SCHEDULE", "*/15 * * * * *")
+
 
 @pytest.fixture(scope="session")
 def azurite():

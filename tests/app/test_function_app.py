@@ -1,6 +1,11 @@
 """The app's functions and host.json as the Functions host reads them, without a host."""
 
 import json
+import os
+import subprocess
+import sys
+
+import pytest
 
 import function_app
 from shared.budgets import DEFAULT_BUDGETS
@@ -40,6 +45,37 @@ def test_three_functions_with_their_triggers():
         False,
         False,
     )
+
+
+_PRINT_TRIGGERS = """
+import json, function_app
+print(json.dumps({f.get_function_name(): f.get_bindings_dict()["bindings"][0]
+                  for f in function_app.app.get_functions()}, default=str))
+"""
+
+
+@pytest.mark.parametrize("named", [False, True], ids=["settings-absent", "settings-present"])
+def test_the_triggers_bind_the_contracts_defaults_when_their_settings_are_absent(named):
+    # Before, the bindings always referred to %CHECKPOINT_REQUESTS_QUEUE% and %POLL_SCHEDULE%: the
+    # host cannot resolve a reference to a missing setting, so without them no function started,
+    # though the contract gives both settings defaults.
+    env = {k: v for k, v in os.environ.items() if k not in ("CHECKPOINT_REQUESTS_QUEUE", "POLL_SCHEDULE")}
+    if named:
+        env |= {"CHECKPOINT_REQUESTS_QUEUE": "my-requests", "POLL_SCHEDULE": "*/5 * * * * *"}
+    done = subprocess.run(
+        [sys.executable, "-c", _PRINT_TRIGGERS], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    triggers = json.loads(done.stdout.strip().splitlines()[-1])
+    names = (
+        triggers["submit_checkpoint_deletion"]["queueName"],
+        triggers["report_poisoned_requests"]["queueName"],
+        triggers["poll_checkpoint_operations"]["schedule"],
+    )
+    if named:  # the host resolves them, as it resolves any setting
+        assert names == ("%CHECKPOINT_REQUESTS_QUEUE%", "%CHECKPOINT_REQUESTS_QUEUE%-poison", "%POLL_SCHEDULE%")
+    else:
+        assert names == ("checkpoint-delete-requests", "checkpoint-delete-requests-poison", "*/15 * * * * *")
 
 
 def test_no_output_bindings():
