@@ -83,11 +83,11 @@ class TokenCache:
                 token, error = None, "the managed identity endpoint answered without a usable token"
         except Exception as exc:  # any failure of the credential is a failed fetch, never a crash
             error = clean_text(f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}", 1024)
+        if error:  # before the waiters wake: their own lines come after it
+            logger.warning("token fetch failed: %s", error)
         with self._lock:
             if token is not None and (self._token is None or token.expires_on >= self._token.expires_on):
                 self._token = token
             fetch.error = error
             fetch.ended = self._clock()
             fetch.done.set()
-        if error:
-            logger.warning("token fetch failed: %s", error)
