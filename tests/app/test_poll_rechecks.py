@@ -9,7 +9,8 @@ import time
 from itertools import pairwise
 
 from localdev.arm_emulator import Fault, Scenario
-from shared.poll import HOLD_MAX_SECONDS
+from shared.poll import AFTER_FAILURE_SECONDS, HOLD_MAX_SECONDS
+from shared.turn_rows import TURN, vm_key
 from tests.support.app_harness import new_resource_uri
 from tests.support.events import types
 
@@ -107,3 +108,35 @@ def test_a_read_due_beyond_the_hold_limit_goes_back_to_the_queue(app, arm):
     wait_until_due(app)
     assert app.services.poller.run() == {"running": 1}
     assert reschedules == [int(HOLD_MAX_SECONDS) + 1]
+
+
+def test_an_operation_whose_polling_failed_is_looked_at_again_soon_not_after_its_lease(app, arm):
+    # Before, a failure while polling (here: the VM's turn could not be given back, as when a table
+    # call times out) left the message hidden until its lease ended, 120 s, and the VM idle with it.
+    arm.default = Scenario(retry_after=0, done_after_polls=0)
+    turns = app.services.poller._turns
+    real, failures = turns.give_back, []
+
+    def give_back(*args, **kwargs):
+        if not failures:
+            failures.append(args)
+            raise TimeoutError("the table did not answer")
+        return real(*args, **kwargs)
+
+    turns.give_back = give_back
+    reschedules = count_reschedules(app)
+    request = submit(app, "r-failed-poll")
+    wait_until_due(app)
+    app.services.poller.run()
+    assert failures and reschedules == [AFTER_FAILURE_SECONDS]
+    started = time.monotonic()
+    while app.tracking_queue.get_queue_properties().approximate_message_count:
+        assert time.monotonic() - started < AFTER_FAILURE_SECONDS + 10, "the operation is still tracked"
+        app.poll()
+        time.sleep(0.2)
+    events = app.events_of(request["requestId"])
+    assert types(events) == ["Accepted", "Succeeded", "Succeeded"]  # a repeat of the same event
+    assert len({e["id"] for e in events}) == 2
+    assert len(failures) == 1
+    # the VM is free again: its turn was given back on the second look
+    assert turns._get(vm_key(request["resourceUri"]), TURN) is None
