@@ -131,31 +131,43 @@ def cpu_seconds(pid: int) -> float:
 
 
 def follow(events_queue, waiting: set[str], deadline: float) -> tuple[dict, Counter]:
-    """Read events until every policy in `waiting` has its closing event, or the deadline passes."""
+    """Read events until every policy in `waiting` has its closing event, or the deadline passes,
+    then the rest of the queue (a closing event can overtake others: the queue is not FIFO)."""
     closing: dict[str, dict] = {}
     types: Counter = Counter()
     seen: set[str] = set()
     last = 0.0
     while len(closing) < len(waiting) and time.monotonic() < deadline:
-        batch = list(events_queue.receive_messages(messages_per_page=32, max_messages=32, visibility_timeout=300))
-        for message in batch:
-            event = json.loads(message.content)
-            if event["id"] not in seen:  # delivery is at least once: a repeat has the same id
-                seen.add(event["id"])
-                types[event["type"]] += 1
-            if event["type"] in (COMPLETED, FAILED):
-                closing[event["data"]["requestId"]] = event
-            with contextlib.suppress(ResourceNotFoundError):
-                events_queue.delete_message(message)
+        read = _read_events(events_queue, seen, types, closing)
         if time.monotonic() - last > 5:
             print(
                 f"  {len(closing)}/{len(waiting)} policies closed, {types['ScVmm.CheckpointDelete.Succeeded']} deletions done",
                 flush=True,
             )
             last = time.monotonic()
-        if not batch:
+        if not read:
+            time.sleep(0.2)
+    # until the queue is empty: a batch whose answer was lost (a read timing out on a busy Azurite)
+    # stays hidden for its visibility timeout, then comes again
+    while time.monotonic() < deadline and events_queue.get_queue_properties().approximate_message_count:
+        if not _read_events(events_queue, seen, types, closing):
             time.sleep(0.2)
     return closing, types
+
+
+def _read_events(events_queue, seen: set[str], types: Counter, closing: dict[str, dict]) -> int:
+    """One batch of events read, counted (a repeat, with the same id, once) and removed; how many."""
+    batch = list(events_queue.receive_messages(messages_per_page=32, max_messages=32, visibility_timeout=10))
+    for message in batch:
+        event = json.loads(message.content)
+        if event["id"] not in seen:  # delivery is at least once: a repeat has the same id
+            seen.add(event["id"])
+            types[event["type"]] += 1
+        if event["type"] in (COMPLETED, FAILED):
+            closing[event["data"]["requestId"]] = event
+        with contextlib.suppress(ResourceNotFoundError):
+            events_queue.delete_message(message)
+    return len(batch)
 
 
 def report(closing, types, received, statuses, left, newest, elapsed, overlaps, tokens, vms) -> int:
