@@ -41,7 +41,7 @@ QUEUE_LOOK_SECONDS = 1.0  # a run that found the queue drained looks at it again
 # to the tracking queue, where a crash delays them by nothing.
 HOLD_MAX_SECONDS = 10.0
 # After polling an operation failed (storage timing out, say), it is looked at again this soon
-# rather than when its lease ends (POLL_LEASE 120 s), which left its VM idle for two minutes.
+# rather than when its lease ends (budgets.poll_lease, 120 s), which left its VM idle that long.
 AFTER_FAILURE_SECONDS = 10
 SWEEP_SECONDS = 300.0  # how often a poll run mends VM turns that stopped moving
 STALE_MARGIN_SECONDS = 3600.0  # a holder this much older than OPERATION_TIMEOUT_SECONDS is passed over
