@@ -100,12 +100,6 @@ def test_the_note_keeps_a_lone_deletion_to_one_call_to_give_its_turn_back(app, a
     assert app.services.submitter.handle(json.dumps(request), "m-lone", 1) == "accepted"
     (message,) = app.tracking_queue.peek_messages(max_messages=32)
     record = json.loads(message.content)
-    turns = app.services.submitter._turns
-    table = turns._table
-    row = table.get_entity(*_turn_key(uri))
+    row = app.services.submitter._turns._table.get_entity(vm_key(uri), TURN)
     assert json.loads(row["operation"])["operationUrl"] == record["operationUrl"]
     assert record["turnTag"] == row.metadata["etag"]  # the give-back can be one conditional delete
-
-
-def _turn_key(resource_uri: str) -> tuple[str, str]:
-    return vm_key(resource_uri), TURN
